@@ -1,0 +1,99 @@
+"""Typed configuration with defaults: the server, one session's output, and limits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import InvalidInputError
+from .types import PixelFormat
+
+SUPPORTED_FPS: tuple[int, ...] = (24, 25, 30, 60)
+MIN_SIZE, MAX_SIZE = 16, 1024
+DEFAULT_CHARACTER_ID = "default"
+
+
+def default_cache_dir() -> Path:
+    """Where rigs are cached: $LPM_NPC_CACHE, else ~/.cache/lpm-npc."""
+    env = os.environ.get("LPM_NPC_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lpm-npc"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What one session's frames look like. Validated by `validated()`."""
+
+    fps: int = 30
+    width: int = 512
+    height: int = 512
+    pixel_format: PixelFormat = PixelFormat.RGBA8
+    flip_y: bool = False
+    alpha_matte: bool = False
+    jpeg_quality: int = 85
+
+    def validated(self) -> "OutputOptions":
+        if self.fps not in SUPPORTED_FPS:
+            raise InvalidInputError(
+                f"fps={self.fps} is not supported; use one of {list(SUPPORTED_FPS)} (0 = 30)."
+            )
+        for name, value in (("width", self.width), ("height", self.height)):
+            if not MIN_SIZE <= value <= MAX_SIZE:
+                raise InvalidInputError(
+                    f"{name}={value} is out of range; frames are {MIN_SIZE}..{MAX_SIZE} px "
+                    f"(0 = 512)."
+                )
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InvalidInputError(f"jpeg_quality={self.jpeg_quality} must be 1..100 (0 = 85).")
+        return self
+
+    def with_changes(self, **changes) -> "OutputOptions":
+        return replace(self, **changes).validated()
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Everything a Perform session is configured with."""
+
+    character_id: str = DEFAULT_CHARACTER_ID
+    output: OutputOptions = field(default_factory=OutputOptions)
+    lookahead_ms: int = 80
+    send_rig: bool = False
+    stats_interval_ms: int = 1000
+    npc_sample_rate: int = 16000
+    resume_token: str = ""
+
+    def validated(self) -> "SessionOptions":
+        self.output.validated()
+        if not 0 <= self.lookahead_ms <= 500:
+            raise InvalidInputError(f"lookahead_ms={self.lookahead_ms} must be 0..500.")
+        if not 8000 <= self.npc_sample_rate <= 96000:
+            raise InvalidInputError(
+                f"npc_sample_rate={self.npc_sample_rate} must be 8000..96000 Hz (0 = 16000)."
+            )
+        if not 100 <= self.stats_interval_ms <= 60000:
+            raise InvalidInputError(
+                f"stats_interval_ms={self.stats_interval_ms} must be 100..60000 (0 = 1000)."
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The sidecar process. Binds loopback by default: the game runs on the same machine."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_sessions: int = 16
+    # Portraits arrive as one message: 32 MiB leaves room for a 4K PNG; frames out are at most
+    # 1024*1024*4 = 4 MiB. Anything larger is refused by gRPC with RESOURCE_EXHAUSTED.
+    max_message_bytes: int = 32 * 1024 * 1024
+    # A single audio chunk above this is refused (non-fatal): ~16 s of 48 kHz stereo.
+    max_audio_chunk_bytes: int = 3 * 1024 * 1024
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    device: str = "cpu"
+    render_threads: int = 2
+    drain_seconds: float = 5.0
+    outbound_queue_frames: int = 2

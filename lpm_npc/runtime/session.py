@@ -1,0 +1,246 @@
+"""One NPC session, independent of gRPC: audio/tags in, encoded frames out.
+
+Data flows one way: audio + dialogue state -> PerformanceModel -> MotionFrame -> Renderer ->
+FrameEncoder. The gRPC server, the offline `render` command, the tests and the benchmarks all
+drive this same class; only the server adds wall-clock pacing (see `pump.py`).
+
+Thread model: `push_*`, `set_dialogue_state` and `control` may be called from one thread while
+`render_next` runs on another; a lock guards the model, and rendering happens outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..audio.pcm import INTERNAL_RATE, StreamingResampler, decode_pcm16
+from ..config import OutputOptions, SessionOptions
+from ..encode import EncodedFrame, FrameEncoder
+from ..errors import AudioFormatError, InvalidInputError
+from ..performance.model import PerformanceConfig, PerformanceEvent, PerformanceModel
+from ..performance.motion import MOTION_CHANNELS, MotionFrame
+from ..render.renderer import Renderer
+from ..types import AudioChannel, Emotion, EventType, Phase
+from .clock import FrameClock
+
+log = logging.getLogger(__name__)
+
+# Rig output: the expression channels as weights; head and gaze travel as their own fields.
+RIG_CHANNEL_NAMES: tuple[str, ...] = MOTION_CHANNELS[:15]
+MAX_TEXT_CHARS = 4000
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per pipeline stage for one frame."""
+
+    audio: float = 0.0
+    motion: float = 0.0
+    render: float = 0.0
+    encode: float = 0.0
+
+
+@dataclass
+class RenderedFrame:
+    index: int
+    pts_us: int
+    pts_samples: int
+    encoded: EncodedFrame
+    motion: MotionFrame
+    events: list[PerformanceEvent]
+    times: StageTimes
+    # (arrival monotonic time) of NPC chunks whose first sample this frame is the first to show
+    shows_chunks_arrived_at: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _PendingChunk:
+    start_s: float
+    arrived_at: float
+
+
+class PerformSession:
+    """A live NPC: push audio and tags, pull frames with `render_next()`."""
+
+    def __init__(self, options: SessionOptions, rig, prepared, renderer: Renderer,
+                 session_id: str | None = None, resume_state: dict | None = None,
+                 seed: int | None = None):
+        self.options = options.validated()
+        self.session_id = session_id or uuid.uuid4().hex[:16]
+        self.rig = rig
+        self.prepared = prepared
+        self.renderer = renderer
+        self.lookahead_s = options.lookahead_ms / 1000.0
+        self.model = PerformanceModel(
+            PerformanceConfig(lookahead_s=self.lookahead_s),
+            seed=seed if seed is not None else zlib.crc32(self.session_id.encode()),
+        )
+        if resume_state:
+            self.model.load_state_dict(resume_state)
+        self._output = options.output
+        self._encoder = self._make_encoder(options.output)
+        self.clock = FrameClock(options.output.fps)
+        self.next_index = 0
+        self.paused = False
+        self.frames_rendered = 0
+        self.frames_skipped = 0
+        self._lock = threading.Lock()
+        self._resamplers: dict[tuple[AudioChannel, int, int], StreamingResampler] = {}
+        self._pending_npc: deque[_PendingChunk] = deque(maxlen=4096)
+        self._audio_seconds = 0.0  # audio decode/resample time since the last frame
+
+    # -- inputs ---------------------------------------------------------------------------------
+    @property
+    def output(self) -> OutputOptions:
+        return self._output
+
+    def next_pts(self) -> float:
+        return self.clock.pts(self.next_index)
+
+    def push_audio(self, channel: AudioChannel, pcm: bytes, sample_rate: int, num_channels: int = 1,
+                   sample_index: int | None = None, text: str = "",
+                   arrived_at: float | None = None) -> list[PerformanceEvent]:
+        """Decode one PCM16 chunk and hand it to the performance model.
+
+        Raises AudioFormatError / InvalidInputError for a bad chunk; the session is unaffected.
+        """
+        t0 = time.perf_counter()
+        if not isinstance(channel, AudioChannel):
+            raise InvalidInputError("audio channel must be PLAYER or NPC.")
+        num_channels = num_channels or 1
+        samples = decode_pcm16(pcm, sample_rate, num_channels)
+        if sample_index is not None and sample_index < 0:
+            raise AudioFormatError(f"sample_index={sample_index} is negative; omit it to append.")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidInputError(f"text is {len(text)} characters; at most {MAX_TEXT_CHARS}.")
+        key = (channel, sample_rate, num_channels)
+        resampler = self._resamplers.get(key)
+        if resampler is None:
+            # A new rate on a channel replaces the old resampler (keeps memory bounded).
+            for old in [k for k in self._resamplers if k[0] is channel]:
+                del self._resamplers[old]
+            resampler = self._resamplers[key] = StreamingResampler(sample_rate, INTERNAL_RATE)
+        samples16 = resampler.process(samples)
+        events: list[PerformanceEvent] = []
+        with self._lock:
+            now_s = self.next_pts()
+            if channel is AudioChannel.NPC:
+                start_s = None if sample_index is None else sample_index / float(sample_rate)
+                placement = self.model.push_npc_audio(samples16, now_s=now_s, start_s=start_s, text=text)
+                self._pending_npc.append(_PendingChunk(placement.start_s,
+                                                       arrived_at if arrived_at is not None else time.monotonic()))
+                if placement.late_s > 0.0005:
+                    events.append(PerformanceEvent(
+                        EventType.AUDIO_LATE, now_s,
+                        f"NPC audio arrived {placement.late_s * 1000:.0f} ms after its time; "
+                        "shifted to now. Send NPC audio ahead of playback (>= the lookahead)."))
+            else:
+                self.model.push_player_audio(samples16, now_s=now_s)
+        self._audio_seconds += time.perf_counter() - t0
+        return events
+
+    def set_dialogue_state(self, phase: Phase | None = None, emotion: Emotion | None = None,
+                           intensity: float = 1.0, transition_ms: int = 300, direction: str = "") -> None:
+        if not 0.0 <= intensity <= 1.0 or intensity != intensity:
+            raise InvalidInputError(f"intensity={intensity} must be within 0..1.")
+        if transition_ms > 60000:
+            raise InvalidInputError(f"transition_ms={transition_ms} must be at most 60000.")
+        if len(direction) > 1000:
+            raise InvalidInputError("direction text is longer than 1000 characters.")
+        with self._lock:
+            self.model.set_dialogue_state(self.next_pts(), phase=phase, emotion=emotion,
+                                          intensity=intensity, transition_s=transition_ms / 1000.0,
+                                          direction=direction)
+
+    def interrupt(self) -> None:
+        with self._lock:
+            now = self.next_pts()
+            self.model.interrupt(now)
+            self._pending_npc = deque((c for c in self._pending_npc if c.start_s < now), maxlen=4096)
+
+    def set_output(self, width: int = 0, height: int = 0, fps: int = 0) -> OutputOptions:
+        """Level of detail: new size and/or fps without reconnecting (0 = unchanged)."""
+        new = self._output.with_changes(
+            width=width or self._output.width,
+            height=height or self._output.height,
+            fps=fps or self._output.fps,
+        )
+        with self._lock:
+            if new.fps != self._output.fps:
+                self.clock.set_fps(new.fps, self.next_index)
+            self._output = new
+        return new
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def skip_to(self, index: int) -> int:
+        """Advance the clock without rendering (late renderer or paused NPC). Returns frames skipped."""
+        skipped = max(0, index - self.next_index)
+        self.next_index += skipped
+        self.frames_skipped += skipped
+        return skipped
+
+    def npc_audio_pending(self) -> bool:
+        """True while queued NPC speech has not yet been shown."""
+        with self._lock:
+            return self.model.npc_speaking or bool(self._pending_npc)
+
+    def state_dict(self) -> dict:
+        with self._lock:
+            return self.model.state_dict()
+
+    # -- output ---------------------------------------------------------------------------------
+    def render_next(self) -> RenderedFrame:
+        """Render, encode and return the next frame; advances the clock by one frame."""
+        t_start = time.perf_counter()
+        index = self.next_index
+        output = self._output
+        with self._lock:
+            pts = self.clock.pts(index)
+            motion, events = self.model.step(pts)
+            shown: list[float] = []
+            while self._pending_npc and self._pending_npc[0].start_s <= pts + self.lookahead_s:
+                shown.append(self._pending_npc.popleft().arrived_at)
+            self.next_index = index + 1
+        t_motion = time.perf_counter()
+        rgba = self.renderer.render(self.prepared, motion.values[None, :], output.width, output.height,
+                                    alpha_matte=output.alpha_matte)[0]
+        t_render = time.perf_counter()
+        if (self._encoder.pixel_format, self._encoder.flip_y) != (output.pixel_format, output.flip_y):
+            self._encoder = self._make_encoder(output)
+        encoded = self._encoder.encode(rgba)
+        t_encode = time.perf_counter()
+        self.frames_rendered += 1
+        times = StageTimes(audio=self._audio_seconds, motion=t_motion - t_start,
+                           render=t_render - t_motion, encode=t_encode - t_render)
+        self._audio_seconds = 0.0
+        return RenderedFrame(
+            index=index,
+            pts_us=int(round(pts * 1e6)),
+            pts_samples=int(round(pts * self.options.npc_sample_rate)),
+            encoded=encoded,
+            motion=motion,
+            events=events,
+            times=times,
+            shows_chunks_arrived_at=shown,
+        )
+
+    @staticmethod
+    def _make_encoder(output: OutputOptions) -> FrameEncoder:
+        return FrameEncoder(output.pixel_format, output.flip_y, output.jpeg_quality)
+
+
+def rig_weights(motion: MotionFrame) -> np.ndarray:
+    """The expression weights sent in RigFrame, in RIG_CHANNEL_NAMES order."""
+    return motion.values[: len(RIG_CHANNEL_NAMES)]

@@ -1,0 +1,147 @@
+"""The sidecar process: grpc.aio server, health, reflection, graceful drain on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..config import ServerConfig
+from ..runtime.runtime import Runtime
+from ..v1 import lpm_npc_pb2 as pb
+from ..v1 import lpm_npc_pb2_grpc as pb_grpc
+from .servicer import NpcServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcService"].full_name
+
+
+def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """Message limits and keepalive settings for hour-long streams."""
+    return [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    servicer: NpcServicer
+    health: health.aio.HealthServicer
+    runtime: Runtime
+    executor: ThreadPoolExecutor
+    port: int
+
+    async def drain_and_stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, tell streams to resume elsewhere, let them finish within the budget."""
+        grace = self.runtime.config.drain_seconds if grace_s is None else grace_s
+        log.info("draining: %d active sessions, %.1f s budget", self.runtime.active_sessions, grace)
+        await self.health.enter_graceful_shutdown()
+        self.servicer.announce_drain()
+        await self.server.stop(grace)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.runtime.close()
+
+
+async def start_server(config: ServerConfig, runtime: Runtime | None = None) -> RunningServer:
+    """Start serving on config.host:config.port (port 0 picks a free one)."""
+    # One render = one core: parallelism comes from sessions running on the executor's threads.
+    torch.set_num_threads(1)
+    runtime = runtime or Runtime(config)
+    executor = ThreadPoolExecutor(max_workers=max(1, config.render_threads), thread_name_prefix="render")
+    server = grpc.aio.server(options=grpc_options(config), maximum_concurrent_rpcs=None)
+    servicer = NpcServicer(runtime, executor)
+    pb_grpc.add_NpcServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    address = f"{config.host}:{config.port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}: is another server using the port?")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("lpm-npc serving on %s:%d (backend %s, max %d sessions)", config.host, port,
+             runtime.renderer.name, config.max_sessions)
+    return RunningServer(server, servicer, health_servicer, runtime, executor, port)
+
+
+async def serve_forever(config: ServerConfig, ready: threading.Event | None = None,
+                        warm_default: bool = True) -> None:
+    """Run until SIGINT/SIGTERM, then drain and stop."""
+    running = await start_server(config)
+    if warm_default:
+        # Build (or load) the default character now so the first session starts without a pause.
+        await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.store.ensure_default)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread / Windows
+            pass
+    if ready is not None:
+        ready.set()
+    print(f"lpm-npc listening on {config.host}:{running.port}", flush=True)
+    await stop.wait()
+    log.info("signal received, shutting down")
+    await running.drain_and_stop()
+
+
+class BackgroundServer:
+    """A server on its own thread and event loop: for the demo, tests and benchmarks."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="lpm-npc-server", daemon=True)
+        self.running: RunningServer | None = None
+
+    def start(self) -> "BackgroundServer":
+        self._thread.start()
+        self.running = asyncio.run_coroutine_threadsafe(start_server(self.config), self.loop).result(120)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.running is not None
+        return self.running.port
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.running is not None
+        return self.running.runtime
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        if self.running is not None:
+            asyncio.run_coroutine_threadsafe(self.running.drain_and_stop(grace_s), self.loop).result(30)
+            self.running = None
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

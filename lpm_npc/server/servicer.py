@@ -1,0 +1,300 @@
+"""The gRPC service: a thin shell over `Runtime` / `PerformSession`.
+
+Each Perform stream runs three cooperating pieces on the event loop:
+  * a reader task that applies client messages to the session (bad ones -> non-fatal Error),
+  * a pump task that paces frames on the wall clock and renders them in a thread pool,
+  * the handler itself, writing from a bounded OutboundQueue (slow readers lose old frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from ..errors import LpmError
+from ..runtime.runtime import Runtime
+from ..runtime.session import RIG_CHANNEL_NAMES, PerformSession, rig_weights
+from ..types import EventType
+from ..v1 import lpm_npc_pb2 as pb
+from ..v1 import lpm_npc_pb2_grpc as pb_grpc
+from . import convert
+from .outbound import OutboundQueue
+from .stats import StreamStats
+
+log = logging.getLogger(__name__)
+
+# After the client half-closes, keep streaming until queued NPC speech has been shown, plus this.
+LINGER_AFTER_INPUT_S = 0.5
+MAX_LATE_FRAMES = 2  # a pump this many frames behind the clock skips ahead instead of bursting
+
+
+class _Stream:
+    """State of one Perform stream shared by its reader, pump and writer."""
+
+    def __init__(self, session: PerformSession, out: OutboundQueue):
+        self.session = session
+        self.out = out
+        self.stats = StreamStats()
+        self.input_done = asyncio.Event()
+        self.stop = asyncio.Event()
+        self.wake = asyncio.Event()  # resume / output change
+
+    def error(self, exc: LpmError | str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
+              fatal: bool = False) -> None:
+        if isinstance(exc, LpmError):
+            code, message = exc.status, exc.message
+        else:
+            message = exc
+        self.out.put(pb.ServerMessage(error=pb.Error(code=code.value[0], message=message, fatal=fatal)))
+
+    def event(self, etype: EventType, pts_s: float, detail: str = "") -> None:
+        self.out.put(pb.ServerMessage(event=pb.Event(type=convert.EVENT_TO_PB[etype],
+                                                     pts_us=int(round(pts_s * 1e6)), detail=detail)))
+
+
+class NpcServicer(pb_grpc.NpcServiceServicer):
+    def __init__(self, runtime: Runtime, executor: ThreadPoolExecutor):
+        self.runtime = runtime
+        self.executor = executor
+        self.streams: set[_Stream] = set()
+        self.draining = False
+
+    # -- Perform ------------------------------------------------------------------------------
+    async def Perform(self, request_iterator, context: grpc.aio.ServicerContext):
+        loop = asyncio.get_running_loop()
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                "the server is shutting down; connect to another instance.")
+        try:
+            first = await request_iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        if first.WhichOneof("msg") != "config":
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the first message of a Perform stream must be `config` (SessionConfig), got "
+                f"`{first.WhichOneof('msg') or 'an empty message'}`: configure the session before "
+                "sending audio, state or control.")
+        try:
+            options = convert.session_options_from_pb(first.config)
+            session = await loop.run_in_executor(self.executor, self.runtime.open_session, options)
+        except LpmError as exc:
+            await context.abort(exc.status, exc.message)
+
+        out = OutboundQueue(self.runtime.config.outbound_queue_frames)
+        stream = _Stream(session, out)
+        self.streams.add(stream)
+        o = session.output
+        out.put(pb.ServerMessage(started=pb.SessionStarted(
+            session_id=session.session_id, character_id=options.character_id, fps=o.fps,
+            width=o.width, height=o.height, pixel_format=convert.PIXEL_FORMAT_TO_PB[o.pixel_format],
+            lookahead_ms=options.lookahead_ms, npc_sample_rate=options.npc_sample_rate,
+            resume_token=session.session_id, rig_channel_names=list(RIG_CHANNEL_NAMES),
+            server_version=self.runtime.info()["version"])))
+        reader = asyncio.create_task(self._read(request_iterator, stream))
+        pump = asyncio.create_task(self._pump(stream))
+        try:
+            while True:
+                item = await out.get()
+                if item is None:
+                    break
+                for message in item:
+                    if isinstance(message, pb.ServerMessage):
+                        await context.write(message)
+                    elif isinstance(message, list):  # arrival times of the NPC audio this frame shows
+                        now = time.monotonic()
+                        for arrived in message:
+                            stream.stats.latency((now - arrived) * 1000.0)
+                if item and isinstance(item[0], pb.ServerMessage) and item[0].HasField("frame"):
+                    stream.stats.frame_sent()
+            if pump.done() and pump.exception() is not None:
+                raise pump.exception()
+        except asyncio.CancelledError:
+            log.info("session %s: client went away", session.session_id)
+            raise
+        finally:
+            stream.stop.set()
+            reader.cancel()
+            pump.cancel()
+            self.streams.discard(stream)
+            self.runtime.close_session(session)
+
+    async def _read(self, request_iterator, stream: _Stream) -> None:
+        session = stream.session
+        limit = self.runtime.config.max_audio_chunk_bytes
+        try:
+            async for msg in request_iterator:
+                kind = msg.WhichOneof("msg")
+                try:
+                    if kind == "audio":
+                        a = msg.audio
+                        if a.channel not in convert.CHANNEL_FROM_PB:
+                            stream.error("audio chunk has no channel: set channel to PLAYER or NPC.")
+                            continue
+                        if len(a.pcm) > limit:
+                            stream.error(f"audio chunk of {len(a.pcm)} bytes is over the {limit}-byte "
+                                         "limit: send chunks of 20-200 ms.")
+                            continue
+                        events = session.push_audio(
+                            convert.CHANNEL_FROM_PB[a.channel], a.pcm, a.sample_rate, a.num_channels,
+                            a.sample_index if a.HasField("sample_index") else None, a.text,
+                            arrived_at=time.monotonic())
+                        for ev in events:
+                            stream.event(ev.type, ev.t_s, ev.detail)
+                    elif kind == "state":
+                        s = msg.state
+                        if s.phase not in convert.PHASE_FROM_PB or s.emotion not in convert.EMOTION_FROM_PB:
+                            stream.error("unknown phase or emotion value; see the Phase and Emotion enums.")
+                            continue
+                        emotion = convert.EMOTION_FROM_PB[s.emotion]
+                        intensity = s.intensity if (s.intensity > 0 or emotion is None) else 1.0
+                        session.set_dialogue_state(convert.PHASE_FROM_PB[s.phase], emotion,
+                                                   intensity, s.transition_ms or 300, s.direction)
+                    elif kind == "control":
+                        self._control(stream, msg.control)
+                    elif kind == "config":
+                        stream.error("the session is already configured; use Control "
+                                     "ACTION_SET_OUTPUT to change size or fps.",
+                                     grpc.StatusCode.FAILED_PRECONDITION)
+                    else:
+                        stream.error("empty ClientMessage: set one of config/audio/state/control.")
+                except LpmError as exc:
+                    stream.error(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the transport failed; the writer side notices and cleans up
+            log.debug("session %s: read loop ended", session.session_id, exc_info=True)
+        finally:
+            stream.input_done.set()
+            stream.wake.set()
+
+    def _control(self, stream: _Stream, control: pb.Control) -> None:
+        session = stream.session
+        A = pb.Control
+        if control.action == A.ACTION_INTERRUPT:
+            session.interrupt()
+        elif control.action == A.ACTION_PAUSE:
+            session.pause()
+            stream.event(EventType.PAUSED, session.next_pts())
+        elif control.action == A.ACTION_RESUME:
+            session.resume()
+            stream.event(EventType.RESUMED, session.next_pts())
+            stream.wake.set()
+        elif control.action == A.ACTION_SET_OUTPUT:
+            o = session.set_output(control.width, control.height, control.fps)
+            stream.event(EventType.OUTPUT_CHANGED, session.next_pts(), f"{o.width}x{o.height}@{o.fps}")
+            stream.wake.set()
+        else:
+            stream.error("control without an action: set ACTION_INTERRUPT, PAUSE, RESUME or SET_OUTPUT.")
+
+    async def _pump(self, stream: _Stream) -> None:
+        """Render frames at the session's rate on the wall clock, off the event loop."""
+        loop = asyncio.get_running_loop()
+        session, out, stats = stream.session, stream.out, stream.stats
+        lookahead = session.lookahead_s
+        t0 = time.monotonic()
+        next_stats = t0 + session.options.stats_interval_ms / 1000.0
+        linger_until: float | None = None
+        try:
+            while not stream.stop.is_set():
+                now = time.monotonic()
+                if session.paused:
+                    stream.wake.clear()
+                    if stream.input_done.is_set():
+                        break
+                    await stream.wake.wait()
+                    # Frames of the paused time cost nothing: jump the clock to now.
+                    session.skip_to(session.clock.index_at(time.monotonic() - t0 - lookahead))
+                    continue
+                if stream.input_done.is_set() and not session.npc_audio_pending():
+                    linger_until = linger_until or now + LINGER_AFTER_INPUT_S
+                    if now >= linger_until:
+                        break
+                due = t0 + session.next_pts() + lookahead
+                if due > now:
+                    await asyncio.sleep(due - now)
+                elif now - due > MAX_LATE_FRAMES / session.output.fps:
+                    session.skip_to(session.clock.index_at(now - t0 - lookahead))
+                frame = await loop.run_in_executor(self.executor, session.render_next)
+                stats.rendered((frame.times.render + frame.times.encode + frame.times.motion) * 1000.0)
+                out.put_frame(*self._frame_messages(session, frame))
+                for ev in frame.events:
+                    stream.event(ev.type, ev.t_s, ev.detail)
+                if time.monotonic() >= next_stats:
+                    next_stats += session.options.stats_interval_ms / 1000.0
+                    s = stats.take_interval()
+                    out.put(pb.ServerMessage(stats=pb.Stats(
+                        fps=s["fps"], frames_sent=s["frames_sent"],
+                        frames_dropped=out.dropped + session.frames_skipped,
+                        queue_depth=out.frames_waiting, latency_p50_ms=s["latency_p50_ms"],
+                        latency_p95_ms=s["latency_p95_ms"], render_ms=s["render_ms"],
+                        pts_us=frame.pts_us)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("session %s: render failed", session.session_id)
+            stream.error(f"internal render error: {exc}", grpc.StatusCode.INTERNAL, fatal=True)
+        finally:
+            out.close()
+
+    @staticmethod
+    def _frame_messages(session: PerformSession, frame) -> list:
+        e = frame.encoded
+        messages: list = [pb.ServerMessage(frame=pb.VideoFrame(
+            index=frame.index, pts_us=frame.pts_us, pts_samples=frame.pts_samples, width=e.width,
+            height=e.height, stride=e.stride, format=convert.PIXEL_FORMAT_TO_PB[e.pixel_format],
+            flip_y=e.flip_y, data=e.data))]
+        if session.options.send_rig:
+            m = frame.motion
+            messages.append(pb.ServerMessage(rig=pb.RigFrame(
+                index=frame.index, pts_us=frame.pts_us, weights=rig_weights(m).tolist(),
+                head_yaw_deg=m["head_yaw"], head_pitch_deg=m["head_pitch"],
+                head_roll_deg=m["head_roll"], gaze_x=m["gaze_x"], gaze_y=m["gaze_y"])))
+        if frame.shows_chunks_arrived_at:
+            messages.append(frame.shows_chunks_arrived_at)
+        return messages
+
+    # -- characters and info -------------------------------------------------------------------
+    async def RegisterCharacter(self, request, context):
+        loop = asyncio.get_running_loop()
+        try:
+            info, cached = await loop.run_in_executor(
+                self.executor, self.runtime.store.register, request.portrait,
+                list(request.extra_references), request.display_name)
+        except LpmError as exc:
+            await context.abort(exc.status, exc.message)
+        return pb.RegisterCharacterResponse(character=_info_pb(info), cached=cached)
+
+    async def ListCharacters(self, request, context):
+        infos = await asyncio.get_running_loop().run_in_executor(self.executor, self.runtime.list_characters)
+        return pb.ListCharactersResponse(characters=[_info_pb(i) for i in infos])
+
+    async def DeleteCharacter(self, request, context):
+        try:
+            deleted = self.runtime.delete_character(request.character_id)
+        except LpmError as exc:
+            await context.abort(exc.status, exc.message)
+        if not deleted:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"unknown character id {request.character_id!r}: nothing to delete.")
+        return pb.DeleteCharacterResponse(deleted=True)
+
+    async def GetServerInfo(self, request, context):
+        return pb.ServerInfo(**self.runtime.info())
+
+    # -- shutdown ------------------------------------------------------------------------------
+    def announce_drain(self) -> None:
+        self.draining = True
+        for stream in list(self.streams):
+            stream.event(EventType.SERVER_DRAINING, stream.session.next_pts(),
+                         f"resume_token={stream.session.session_id}")
+
+
+def _info_pb(info) -> pb.CharacterInfo:
+    return pb.CharacterInfo(character_id=info.character_id, display_name=info.display_name,
+                            width=info.width, height=info.height, num_references=info.num_references,
+                            face_score=info.face_score, builtin=info.builtin)

@@ -1,0 +1,43 @@
+"""Per-stream statistics: frames, drops, latency percentiles, render cost."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+
+class StreamStats:
+    """Rolling figures for one Perform stream (bounded memory)."""
+
+    def __init__(self, window: int = 256):
+        self.frames_sent = 0
+        self.latencies_ms: deque[float] = deque(maxlen=window)
+        self.render_ms: deque[float] = deque(maxlen=window)
+        self._interval_start = time.monotonic()
+        self._interval_frames = 0
+
+    def frame_sent(self) -> None:
+        self.frames_sent += 1
+        self._interval_frames += 1
+
+    def latency(self, ms: float) -> None:
+        self.latencies_ms.append(ms)
+
+    def rendered(self, ms: float) -> None:
+        self.render_ms.append(ms)
+
+    def take_interval(self) -> dict:
+        now = time.monotonic()
+        elapsed = max(1e-6, now - self._interval_start)
+        fps = self._interval_frames / elapsed
+        self._interval_start, self._interval_frames = now, 0
+        lat = np.asarray(self.latencies_ms, dtype=np.float64)
+        return {
+            "fps": fps,
+            "frames_sent": self.frames_sent,
+            "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else 0.0,
+            "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else 0.0,
+            "render_ms": float(np.mean(self.render_ms)) if self.render_ms else 0.0,
+        }
