@@ -56,8 +56,9 @@ class RenderedFrame:
     motion: MotionFrame
     events: list[PerformanceEvent]
     times: StageTimes
-    # (arrival monotonic time) of NPC chunks whose first sample this frame is the first to show
-    shows_chunks_arrived_at: list[float] = field(default_factory=list)
+    # NPC chunks whose first sample this frame is the first to show: (arrival monotonic time,
+    # start on the session clock in seconds). Used for the audio-in -> frame-out latency.
+    shows_chunks: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -209,9 +210,10 @@ class PerformSession:
         with self._lock:
             pts = self.clock.pts(index)
             motion, events = self.model.step(pts)
-            shown: list[float] = []
+            shown: list[tuple[float, float]] = []
             while self._pending_npc and self._pending_npc[0].start_s <= pts + self.lookahead_s:
-                shown.append(self._pending_npc.popleft().arrived_at)
+                chunk = self._pending_npc.popleft()
+                shown.append((chunk.arrived_at, chunk.start_s))
             self.next_index = index + 1
         t_motion = time.perf_counter()
         rgba = self.renderer.render(self.prepared, motion.values[None, :], output.width, output.height,
@@ -233,7 +235,7 @@ class PerformSession:
             motion=motion,
             events=events,
             times=times,
-            shows_chunks_arrived_at=shown,
+            shows_chunks=shown,
         )
 
     @staticmethod

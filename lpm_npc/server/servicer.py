@@ -42,6 +42,7 @@ class _Stream:
         self.input_done = asyncio.Event()
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()  # resume / output change
+        self.t0 = time.monotonic()  # wall time of pts 0, set by the pump
 
     def error(self, exc: LpmError | str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
               fatal: bool = False) -> None:
@@ -105,10 +106,13 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                 for message in item:
                     if isinstance(message, pb.ServerMessage):
                         await context.write(message)
-                    elif isinstance(message, list):  # arrival times of the NPC audio this frame shows
+                    elif isinstance(message, list):  # the NPC audio chunks this frame is first to show
+                        # Latency counts from when the chunk could first be shown: its arrival, or
+                        # its own time on the session clock if the game sent it ahead of time.
                         now = time.monotonic()
-                        for arrived in message:
-                            stream.stats.latency((now - arrived) * 1000.0)
+                        for arrived, start_s in message:
+                            ready = max(arrived, stream.t0 + start_s)
+                            stream.stats.latency(max(0.0, now - ready) * 1000.0)
                 if item and isinstance(item[0], pb.ServerMessage) and item[0].HasField("frame"):
                     stream.stats.frame_sent()
             if pump.done() and pump.exception() is not None:
@@ -196,7 +200,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
         loop = asyncio.get_running_loop()
         session, out, stats = stream.session, stream.out, stream.stats
         lookahead = session.lookahead_s
-        t0 = time.monotonic()
+        t0 = stream.t0 = time.monotonic()
         next_stats = t0 + session.options.stats_interval_ms / 1000.0
         linger_until: float | None = None
         try:
@@ -254,8 +258,8 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                 index=frame.index, pts_us=frame.pts_us, weights=rig_weights(m).tolist(),
                 head_yaw_deg=m["head_yaw"], head_pitch_deg=m["head_pitch"],
                 head_roll_deg=m["head_roll"], gaze_x=m["gaze_x"], gaze_y=m["gaze_y"])))
-        if frame.shows_chunks_arrived_at:
-            messages.append(frame.shows_chunks_arrived_at)
+        if frame.shows_chunks:
+            messages.append(frame.shows_chunks)
         return messages
 
     # -- characters and info -------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""The character rig: a square bust crop of the portrait plus everything the renderer precomputes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from lpm_npc.character.geometry import FACE_OVAL, RigGeometry, build_geometry
+from lpm_npc.character.landmarks import FaceLandmarker, FaceLandmarks
+from lpm_npc.errors import InvalidInputError, NoFaceError
+
+log = logging.getLogger(__name__)
+
+RIG_FORMAT_VERSION: int = 1
+MIN_RIG_SIZE = 512
+MAX_RIG_SIZE = 1024
+FACE_SHARE = 0.40  # face width / crop width
+FACE_RAISE = 0.08  # face centre sits this share of the crop above the crop centre
+
+
+@dataclass
+class CharacterRig:
+    """One character, ready for the renderer (see module docstring)."""
+
+    image: np.ndarray        # (S, S, 3) uint8 RGB bust crop
+    matte: np.ndarray        # (S, S) uint8 person matte
+    landmarks: np.ndarray    # (478, 3) float32 in crop pixels
+    face_score: float
+    geometry: RigGeometry
+    num_references: int = 1
+
+    @property
+    def size(self) -> int:
+        return int(self.image.shape[0])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the rig to one .npz file (no pickle)."""
+        arrays = {
+            "format_version": np.array(RIG_FORMAT_VERSION, np.int32),
+            "image": self.image,
+            "matte": self.matte,
+            "landmarks": self.landmarks,
+            "face_score": np.array(self.face_score, np.float64),
+            "num_references": np.array(self.num_references, np.int32),
+        }
+        arrays.update(self.geometry.to_arrays())
+        with open(path, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CharacterRig":
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        version = int(data.get("format_version", -1))
+        if version != RIG_FORMAT_VERSION:
+            raise InvalidInputError(
+                f"rig file {path} has format version {version}, expected {RIG_FORMAT_VERSION}: rebuild the rig")
+        return cls(
+            image=data["image"], matte=data["matte"], landmarks=data["landmarks"].astype(np.float32),
+            face_score=float(data["face_score"]), geometry=RigGeometry.from_arrays(data),
+            num_references=int(data["num_references"]))
+
+
+def _crop_box(lm: FaceLandmarks) -> tuple[float, float, float]:
+    """Square crop (centre x, centre y, side) in source pixels around the face."""
+    oval = lm.points[list(FACE_OVAL), :2]
+    fw = float(oval[:, 0].max() - oval[:, 0].min())
+    fh = float(oval[:, 1].max() - oval[:, 1].min())
+    face = max(fw, 0.8 * fh)
+    side = face / FACE_SHARE
+    cx = float(oval[:, 0].mean())
+    cy = float((oval[:, 1].max() + oval[:, 1].min()) / 2) + FACE_RAISE * side
+    return cx, cy, side
+
+
+def _crop(image: np.ndarray, cx: float, cy: float, side: float, out: int, border: int) -> np.ndarray:
+    s = out / side
+    M = np.array([[s, 0, out / 2 - s * cx], [0, s, out / 2 - s * cy]], np.float64)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    if interp == cv2.INTER_AREA:  # warpAffine has no area filter: pre-shrink, then warp
+        f = max(1, int(1 / s))
+        if f > 1:
+            image = cv2.resize(image, (image.shape[1] // f, image.shape[0] // f), interpolation=cv2.INTER_AREA)
+            M[:, :2] *= f
+        interp = cv2.INTER_LINEAR
+    return cv2.warpAffine(image, M, (out, out), flags=interp, borderMode=border)
+
+
+def build_rig(image_rgb: np.ndarray, landmarker: FaceLandmarker,
+              extra_references: Sequence[np.ndarray] = ()) -> CharacterRig:
+    """Detect the face, crop a square bust, fit landmarks on the crop and precompute the geometry."""
+    img = np.asarray(image_rgb)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise InvalidInputError(f"expected an RGB uint8 image (H, W, 3), got {img.shape} {img.dtype}")
+    found = landmarker.detect(img)
+    cx, cy, side = _crop_box(found)
+    size = int(min(MAX_RIG_SIZE, max(MIN_RIG_SIZE, round(side))))
+    size += size % 2
+    crop = _crop(img, cx, cy, side, size, cv2.BORDER_REPLICATE)
+    try:
+        lm_crop = landmarker.detect(crop)
+        points, score = lm_crop.points, found.score
+    except NoFaceError:
+        log.warning("face not re-found on the crop; using the source landmarks")
+        s = size / side
+        points = found.points.copy()
+        points[:, 0] = (points[:, 0] - cx) * s + size / 2
+        points[:, 1] = (points[:, 1] - cy) * s + size / 2
+        points[:, 2] *= s
+        score = found.score
+    matte = landmarker.matte(crop)
+    for i, ref in enumerate(extra_references):
+        try:
+            landmarker.detect(np.asarray(ref))
+        except NoFaceError as exc:
+            raise NoFaceError(f"extra reference {i + 1}: {exc.message}") from exc
+    geometry = build_geometry(points, crop, size)
+    log.info("rig built: %dx%d crop, face score %.2f, %d vertices", size, size, score, geometry.vertices.shape[0])
+    return CharacterRig(image=np.ascontiguousarray(crop), matte=matte, landmarks=points.astype(np.float32),
+                        face_score=float(score), geometry=geometry, num_references=1 + len(extra_references))

@@ -1,0 +1,118 @@
+"""The `lpm-npc` command: serve, demo, render, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .logs import setup_logging  # noqa: E402
+from .types import Emotion  # noqa: E402
+
+log = logging.getLogger("lpm_npc")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .config import ServerConfig, default_cache_dir
+    from .server.app import serve_forever
+
+    config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
+                          cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
+                          device=args.device, render_threads=args.render_threads)
+    try:
+        asyncio.run(serve_forever(config))
+    except OSError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), size=args.size, fps=args.fps)
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .errors import LpmError
+    from .offline import render_offline
+
+    emotion = Emotion(args.emotion) if args.emotion else None
+    try:
+        out = render_offline(Path(args.portrait) if args.portrait else None, Path(args.npc_audio), Path(args.output),
+                             player_audio=Path(args.player_audio) if args.player_audio else None,
+                             emotion=emotion, fps=args.fps, size=args.size)
+    except LpmError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    run_bench(size=args.size, seconds=args.seconds, sessions=args.sessions, fps=args.fps,
+              json_path=Path(args.json) if args.json else None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lpm-npc", description="Real-time performance server for game NPC faces.")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gRPC sidecar")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    s.add_argument("--port", type=int, default=50051)
+    s.add_argument("--max-sessions", type=int, default=16)
+    s.add_argument("--cache-dir", default=None, help="rig cache (default $LPM_NPC_CACHE or ~/.cache/lpm-npc)")
+    s.add_argument("--device", default="cpu", help="torch device for rendering: cpu or cuda")
+    s.add_argument("--render-threads", type=int, default=2)
+    s.set_defaults(func=_serve)
+
+    d = sub.add_parser("demo", help="start the sidecar and play a scripted conversation through it")
+    d.add_argument("--out", default="out/demo")
+    d.add_argument("--size", type=int, default=512)
+    d.add_argument("--fps", type=int, default=30)
+    d.set_defaults(func=_demo)
+
+    r = sub.add_parser("render", help="offline preview: portrait + NPC line -> MP4 with the audio muxed")
+    r.add_argument("--portrait", default=None, help="image file (default: the built-in character)")
+    r.add_argument("--npc-audio", required=True, help="WAV of the NPC's line (16-48 kHz, mono/stereo, int/float)")
+    r.add_argument("--player-audio", default=None, help="WAV of the player's line, played first")
+    r.add_argument("--emotion", default=None, choices=[e.value for e in Emotion])
+    r.add_argument("--fps", type=int, default=30)
+    r.add_argument("--size", type=int, default=512)
+    r.add_argument("-o", "--output", required=True)
+    r.set_defaults(func=_render)
+
+    b = sub.add_parser("bench", help="print per-stage cost, real-time fps, CPU and latency")
+    b.add_argument("--size", type=int, default=512)
+    b.add_argument("--seconds", type=float, default=20.0)
+    b.add_argument("--sessions", type=int, default=1)
+    b.add_argument("--fps", type=int, default=30)
+    b.add_argument("--json", default=None)
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Speech audio features -> mouth and prosody targets, one row per 10 ms hop (audio only).
+
+`ArticulationTracker.rows()` turns feature rows into target rows (causally, with a running speech
+level so quiet and loud voices animate alike). `mouth_at()` samples the target rows around a frame
+time with a small anticipation (the lips move ~30 ms before the sound) and coarticulation blur.
+
+Cues (measured on eSpeak NG voices, see tests/test_performance.py):
+  * jaw: first-formant band energy (open vowels) plus overall level relative to the speech level;
+  * spread (ee/ih): energy 1.8-3.2 kHz well above the F1/F2-low bands;
+  * round (oo/oh/w): little energy above 1.8 kHz while voiced;
+  * lips pressed (m/b/p): nasal murmur (voiced, energy mostly below 400 Hz with a weak F1 band and
+    almost nothing above 1.8 kHz, a few dB below the vowels) or a voice bar / closure (level far
+    below the vowels with no high-frequency energy); silent stop gaps close the jaw by level alone;
+  * accent: pitch above the running pitch mean on a loud voiced hop (drives brows and nods).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lpm_npc.audio.features import F, FRAME_RATE
+
+TARGETS: tuple[str, ...] = ("jaw", "round", "spread", "press", "active", "accent", "onset")
+T = {name: i for i, name in enumerate(TARGETS)}
+NUM_TARGETS = len(TARGETS)
+SILENT_TARGET = np.zeros(NUM_TARGETS, np.float32)
+
+
+def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+@dataclass
+class LipSyncConfig:
+    """Gains and timing of the audio-driven mouth."""
+
+    jaw_gain: float = 0.7         # jaw_open on the loudest open vowels
+    round_gain: float = 0.7
+    spread_gain: float = 0.6
+    anticipation_s: float = 0.03  # the mouth leads the sound by this much
+    blur_s: float = 0.02          # coarticulation: Gaussian sigma over target rows
+    press_window_s: float = 0.02  # a closure anywhere within +- this much shows
+
+
+class ArticulationTracker:
+    """Causal feature rows -> target rows; keeps only running levels (constant memory)."""
+
+    def __init__(self) -> None:
+        self.level_db = -20.0      # running mean level of voiced speech (dBFS)
+        self.f1_ref_db = -10.0     # running peak of the F1 band
+        self.log_pitch = np.log(150.0)
+
+    def state(self) -> dict:
+        return {"level_db": self.level_db, "f1_ref_db": self.f1_ref_db, "log_pitch": float(self.log_pitch)}
+
+    def load(self, d: dict) -> None:
+        self.level_db = float(d.get("level_db", self.level_db))
+        self.f1_ref_db = float(d.get("f1_ref_db", self.f1_ref_db))
+        self.log_pitch = float(d.get("log_pitch", self.log_pitch))
+
+    def _update_refs(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-row running references (sequential, cheap: a few floats per row)."""
+        n = feats.shape[0]
+        level = np.empty(n, np.float32)
+        f1ref = np.empty(n, np.float32)
+        lp = np.empty(n, np.float32)
+        a_level, a_pitch = 1.0 / (FRAME_RATE * 2.0), 1.0 / (FRAME_RATE * 3.0)
+        decay = 3.0 / FRAME_RATE  # dB per row the F1 peak forgets
+        for i in range(n):
+            rms, voicing, pitch, f1 = feats[i, F["rms_db"]], feats[i, F["voicing"]], feats[i, F["pitch_hz"]], feats[i, F["f1_db"]]
+            if voicing > 0.5 and rms > self.level_db - 12.0:
+                self.level_db += a_level * (rms - self.level_db) * (4.0 if rms > self.level_db + 6 else 1.0)
+            if rms > -70.0:
+                self.f1_ref_db = max(self.f1_ref_db - decay, float(f1), -45.0)
+            if pitch > 0:
+                self.log_pitch += a_pitch * (np.log(pitch) - self.log_pitch)
+            level[i], f1ref[i], lp[i] = self.level_db, self.f1_ref_db, self.log_pitch
+        return level, f1ref, lp
+
+    def rows(self, feats: np.ndarray) -> np.ndarray:
+        """Target rows (n, NUM_TARGETS) for feature rows (n, NUM_FEATURES)."""
+        out = np.zeros((feats.shape[0], NUM_TARGETS), np.float32)
+        if feats.shape[0] == 0:
+            return out
+        level, f1ref, lp = self._update_refs(feats)
+        rms = feats[:, F["rms_db"]]
+        low, f1 = feats[:, F["low_db"]], feats[:, F["f1_db"]]
+        f2lo, f2hi = feats[:, F["f2lo_db"]], feats[:, F["f2hi_db"]]
+        voicing, pitch = feats[:, F["voicing"]], feats[:, F["pitch_hz"]]
+        below = level - rms
+        active = _ramp(rms - level, -32.0, -20.0)
+        voiced = _ramp(voicing, 0.4, 0.6) * active
+        openness = _ramp(f1 - f1ref, -24.0, -4.0)
+        loud = _ramp(rms - level, -26.0, 2.0)
+        spread_score = f2hi - np.maximum(f1, f2lo)
+        hi_vs_low = f2hi - low
+        murmur = _ramp(-hi_vs_low, 15.0, 22.0) * _ramp(low - f1, 5.0, 11.0) * _ramp(below, 3.0, 7.0) * voiced
+        nasal_m = murmur * _ramp(f2lo - f1, -8.0, -1.0)
+        voice_bar = _ramp(below, 8.0, 13.0) * _ramp(low - f1, 7.0, 13.0) * _ramp(-hi_vs_low, 12.0, 18.0) * _ramp(voicing, 0.3, 0.5)
+        press = np.maximum(nasal_m, voice_bar)
+        jaw = (0.6 * openness + 0.4 * loud) * active * (1.0 - np.maximum(murmur, press))
+        out[:, T["jaw"]] = jaw
+        out[:, T["spread"]] = _ramp(spread_score, -6.0, 12.0) * voiced
+        out[:, T["round"]] = _ramp(-spread_score, 9.0, 17.0) * voiced * (1.0 - press)
+        out[:, T["press"]] = press
+        out[:, T["active"]] = active
+        pitch_z = np.where(pitch > 0, (np.log(np.maximum(pitch, 1.0)) - lp) / 0.08, 0.0)
+        out[:, T["accent"]] = _ramp(pitch_z, 0.8, 2.5) * _ramp(rms - level, -6.0, 0.0)
+        out[:, T["onset"]] = _ramp(feats[:, F["onset"]], 4.0, 15.0) * active
+        return out
+
+
+@dataclass
+class MouthShape:
+    jaw: float = 0.0
+    round: float = 0.0
+    spread: float = 0.0
+    press: float = 0.0
+    active: float = 0.0
+    accent: float = 0.0
+    onset: float = 0.0
+
+
+def mouth_at(rows: np.ndarray, row_times: np.ndarray, t: float, cfg: LipSyncConfig) -> MouthShape:
+    """Mouth shape at frame time `t` from target rows (m, NUM_TARGETS) centred at `row_times`."""
+    if rows.shape[0] == 0:
+        return MouthShape()
+    tc = t + cfg.anticipation_s
+    d = row_times - tc
+    w = np.exp(-0.5 * (d / cfg.blur_s) ** 2)
+    w_sum = float(w.sum())
+    if w_sum < 1e-6:
+        return MouthShape()
+    mean = (w[:, None] * rows).sum(axis=0) / max(w_sum, 1.0)
+    near = np.abs(d) <= cfg.press_window_s + 1e-6
+    press = float(rows[near, T["press"]].max()) if near.any() else 0.0
+    jaw = float(mean[T["jaw"]]) * (1.0 - press)
+    return MouthShape(
+        jaw=cfg.jaw_gain * jaw,
+        round=cfg.round_gain * float(mean[T["round"]]),
+        spread=cfg.spread_gain * float(mean[T["spread"]]) * (1.0 - 0.7 * press),
+        press=press,
+        active=float(mean[T["active"]]),
+        accent=float(mean[T["accent"]]),
+        onset=float(rows[near, T["onset"]].max()) if near.any() else 0.0,
+    )

@@ -1,0 +1,212 @@
+"""The NPC-audio timeline: where each pushed chunk lands, and its per-hop target rows.
+
+Audio is placed on a 16 kHz sample grid (t = sample / 16000 s). Chunks are turned into feature
+rows by one causal FeatureExtractor as they arrive and into mouth/prosody target rows by the
+ArticulationTracker; only those rows are kept (a bounded ring: rows behind the playhead are
+trimmed), never the samples.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from lpm_npc.audio.features import HOP, RATE, WIN, FeatureExtractor, row_time
+from lpm_npc.errors import InvalidInputError
+from lpm_npc.performance.lipsync import NUM_TARGETS, ArticulationTracker
+
+log = logging.getLogger(__name__)
+
+KEEP_BEHIND_S = 0.3           # rows kept behind the playhead (blur / press windows)
+MAX_AHEAD_S = 300.0           # NPC audio may be queued at most this far ahead of the playhead
+CONTIGUOUS_TOL_S = 0.002      # a chunk starting this close to the previous end continues it
+_RESET_GAP = WIN + HOP        # beyond this many samples of gap the extractor restarts
+
+
+class RowRing:
+    """Rows indexed by a global hop index, contiguous from `base`; grows only with queued audio."""
+
+    def __init__(self, width: int, capacity: int = 1024):
+        self._data = np.zeros((capacity, width), np.float32)
+        self._off = 0     # array position of row `base`
+        self._n = 0
+        self.base = 0
+
+    @property
+    def end(self) -> int:
+        return self.base + self._n
+
+    @property
+    def capacity(self) -> int:
+        return self._data.shape[0]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, g0: int, rows: np.ndarray) -> None:
+        """Store rows starting at global index g0 (>= end); the gap in between is zeros."""
+        if rows.shape[0] == 0:
+            return
+        if self._n == 0:
+            self.base, self._off = g0, 0
+        gap = g0 - self.end
+        if gap < 0:
+            rows = rows[-gap:]
+            g0 = self.end
+            gap = 0
+            if rows.shape[0] == 0:
+                return
+        need = self._n + gap + rows.shape[0]
+        if self._off + need > self.capacity:
+            self._compact(need)
+        start = self._off + self._n
+        self._data[start:start + gap] = 0.0
+        self._data[start + gap:start + gap + rows.shape[0]] = rows
+        self._n = need
+
+    def _compact(self, need: int) -> None:
+        cap = self.capacity
+        while need > cap:
+            cap *= 2
+        if cap != self.capacity:
+            new = np.zeros((cap, self._data.shape[1]), np.float32)
+        else:
+            new = self._data
+        new[: self._n] = self._data[self._off:self._off + self._n].copy()
+        self._data, self._off = new, 0
+
+    def trim_before(self, g: int) -> None:
+        drop = min(max(g - self.base, 0), self._n)
+        self._off += drop
+        self._n -= drop
+        self.base += drop
+        if self._n == 0:
+            self._off = 0
+
+    def truncate_from(self, g: int) -> None:
+        keep = min(max(g - self.base, 0), self._n)
+        self._n = keep
+
+    def window(self, g_lo: int, g_hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows with global index in [g_lo, g_hi) that exist, and their indices."""
+        lo, hi = max(g_lo, self.base), min(g_hi, self.end)
+        if hi <= lo:
+            return np.zeros((0, self._data.shape[1]), np.float32), np.zeros(0, np.int64)
+        a = self._off + lo - self.base
+        return self._data[a:a + hi - lo], np.arange(lo, hi)
+
+    def shrink(self) -> None:
+        """Give memory back after a long queue drained (keeps the ring bounded in long sessions)."""
+        if self.capacity > 4096 and self._n < self.capacity // 8:
+            new = np.zeros((max(1024, self.capacity // 4), self._data.shape[1]), np.float32)
+            new[: self._n] = self._data[self._off:self._off + self._n]
+            self._data, self._off = new, 0
+
+
+class NpcTimeline:
+    """Placement of NPC chunks on the timeline, their target rows and the speech intervals."""
+
+    def __init__(self) -> None:
+        self.extractor = FeatureExtractor()
+        self.tracker = ArticulationTracker()
+        self.rows = RowRing(NUM_TARGETS)
+        self._ext_start = 0            # global sample index of the extractor's first sample
+        self._end: int | None = None   # global sample index where fed audio ends
+        self.intervals: list[list[float]] = []  # [start_s, end_s] of placed audio, merged
+
+    @property
+    def end_s(self) -> float | None:
+        return None if self._end is None else self._end / RATE
+
+    def place(self, n_samples: int, now_s: float, start_s: float | None) -> tuple[int, float]:
+        """Decide where a chunk lands: (start sample index, late_s)."""
+        now = int(round(now_s * RATE))
+        late = 0.0
+        if start_s is None:
+            start = now if self._end is None else max(self._end, now)
+        else:
+            start = int(round(start_s * RATE))
+            if start < now:
+                late = (now - start) / RATE
+                start = now
+            if self._end is not None and start < self._end:
+                if self._end - start > CONTIGUOUS_TOL_S * RATE:
+                    log.warning("NPC chunk at %.3f s overlaps queued audio ending %.3f s; appended after it",
+                                start / RATE, self._end / RATE)
+                start = self._end
+            elif self._end is not None and start - self._end <= CONTIGUOUS_TOL_S * RATE:
+                start = self._end
+        if (start + n_samples) / RATE - now_s > MAX_AHEAD_S:
+            raise InvalidInputError(
+                f"NPC audio queued {(start + n_samples) / RATE - now_s:.1f} s ahead of playback "
+                f"(max {MAX_AHEAD_S:.0f} s): push it closer to when it plays")
+        return start, late
+
+    def push(self, samples: np.ndarray, start: int) -> None:
+        """Feed a placed chunk (16 kHz float32) starting at global sample `start`."""
+        if self._end is not None and start > self._end:
+            gap = start - self._end
+            if gap <= _RESET_GAP:
+                self._feed(np.zeros(gap, np.float32))
+            else:
+                self._feed(np.zeros(_RESET_GAP, np.float32))   # finish the previous tail
+                self._restart(start)
+        elif self._end is None:
+            self._restart(start)
+        self._feed(samples)
+        s0, s1 = start / RATE, (start + samples.size) / RATE
+        if self.intervals and s0 - self.intervals[-1][1] <= 0.01:
+            self.intervals[-1][1] = max(self.intervals[-1][1], s1)
+        else:
+            self.intervals.append([s0, s1])
+
+    def _restart(self, start: int) -> None:
+        aligned = start - start % HOP
+        self.extractor.reset()
+        self._ext_start = aligned
+        self._end = aligned
+        if start > aligned:
+            self._feed(np.zeros(start - aligned, np.float32))
+
+    def _feed(self, x: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        g0 = self._ext_start // HOP + self.extractor.rows_emitted
+        feats = self.extractor.push(x)
+        self._end += x.size
+        if feats.shape[0]:
+            self.rows.append(g0, self.tracker.rows(feats))
+
+    def window(self, t_lo: float, t_hi: float) -> tuple[np.ndarray, np.ndarray]:
+        """Target rows centred in [t_lo, t_hi] and their centre times."""
+        g_lo = int(np.floor(t_lo * RATE / HOP)) - 1
+        g_hi = int(np.ceil(t_hi * RATE / HOP)) + 2
+        rows, idx = self.rows.window(g_lo, g_hi)
+        return rows, row_time(idx)
+
+    def speaking_at(self, t: float, hangover_s: float) -> bool:
+        for s0, s1 in reversed(self.intervals):
+            if s0 <= t < s1 + hangover_s:
+                return True
+            if s1 + hangover_s < t:
+                break
+        return False
+
+    def trim(self, t: float) -> None:
+        self.rows.trim_before(int(np.floor((t - KEEP_BEHIND_S) * RATE / HOP)))
+        self.rows.shrink()
+        while len(self.intervals) > 1 and self.intervals[0][1] < t - 10.0:
+            self.intervals.pop(0)
+
+    def truncate(self, t: float) -> None:
+        """Drop everything after `t` (barge-in): rows, intervals and the extractor's pending audio."""
+        cut = int(round(t * RATE))
+        self.rows.truncate_from(int(np.ceil(t * RATE / HOP)))
+        kept = []
+        for s0, s1 in self.intervals:
+            if s0 < t:
+                kept.append([s0, min(s1, t)])
+        self.intervals = kept
+        if self._end is not None and self._end > cut:
+            self._end = None  # the next chunk restarts the extractor
