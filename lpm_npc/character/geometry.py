@@ -217,7 +217,7 @@ def _mouth_basis(pos: np.ndarray, lm: np.ndarray, basis: np.ndarray, fixed: set[
     line_u, line_v = u_in[order], mid[order]
     t = v_all - np.interp(u_all, line_u, line_v)
     au = np.abs(u_all)
-    ell = 0.3 + 0.7 * np.sqrt(np.clip(1 - au ** 2, 0, 1))
+    ell = 0.22 + 0.78 * np.clip(1 - au ** 2, 0, 1) ** 0.7
     depth = np.clip(t / (0.7 * mw), 0, 1)
     w_in = np.where(t > 0, ell + (1 - ell) * depth, 0.0)
     ramp = np.maximum((au - 1.0) * 0.9 * mw, 1.0)
@@ -229,7 +229,7 @@ def _mouth_basis(pos: np.ndarray, lm: np.ndarray, basis: np.ndarray, fixed: set[
     w[:NUM_MESH_LANDMARKS] = w[:NUM_MESH_LANDMARKS]
     w[NUM_MESH_LANDMARKS:] = 0.0
     for i in (61, 291, 78, 308):
-        w[i] = 0.3
+        w[i] = 0.22
     drop = 0.36 * mw
     jaw = np.zeros((V, 2), np.float32)
     jaw += np.outer(w * drop, fr.ey)
@@ -441,7 +441,7 @@ def _mouth_colours(image: np.ndarray, lm: np.ndarray) -> np.ndarray:
     skin = np.median(np.concatenate(samples), 0)
     lum = float(skin @ np.array([0.299, 0.587, 0.114]))
     bright = float(np.clip(lum / 170.0, 0.55, 1.05))
-    teeth = (np.array([238, 234, 222], np.float32) * 0.88 + skin * 0.12) * bright
+    teeth = (np.array([228, 222, 206], np.float32) * 0.85 + skin * 0.15) * bright
     cavity = lip * 0.22 + np.array([8, 2, 2], np.float32)
     tongue = lip * 0.62 + np.array([18, 4, 4], np.float32)
     return np.clip(np.stack([lip, skin, teeth, cavity, tongue]), 0, 255).astype(np.float32)

@@ -42,6 +42,7 @@ class LipSyncConfig:
     anticipation_s: float = 0.03  # the mouth leads the sound by this much
     blur_s: float = 0.02          # coarticulation: Gaussian sigma over target rows
     press_window_s: float = 0.02  # a closure anywhere within +- this much shows
+    release_rows: int = 5         # a closure needs speech (or more closure) within this many rows after
 
 
 class ArticulationTracker:
@@ -50,23 +51,28 @@ class ArticulationTracker:
     def __init__(self) -> None:
         self.level_db = -20.0      # running mean level of voiced speech (dBFS)
         self.f1_ref_db = -10.0     # running peak of the F1 band
-        self.log_pitch = np.log(150.0)
+        self.log_pitch = 0.0       # running mean log F0 (0 = not seen yet)
+        self.shape_db = -8.0       # running mean spectral shape (spread score) of voiced speech
 
     def state(self) -> dict:
-        return {"level_db": self.level_db, "f1_ref_db": self.f1_ref_db, "log_pitch": float(self.log_pitch)}
+        return {"level_db": self.level_db, "f1_ref_db": self.f1_ref_db, "log_pitch": float(self.log_pitch),
+                "shape_db": self.shape_db}
 
     def load(self, d: dict) -> None:
         self.level_db = float(d.get("level_db", self.level_db))
         self.f1_ref_db = float(d.get("f1_ref_db", self.f1_ref_db))
         self.log_pitch = float(d.get("log_pitch", self.log_pitch))
+        self.shape_db = float(d.get("shape_db", self.shape_db))
 
-    def _update_refs(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _update_refs(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-row running references (sequential, cheap: a few floats per row)."""
         n = feats.shape[0]
         level = np.empty(n, np.float32)
         f1ref = np.empty(n, np.float32)
         lp = np.empty(n, np.float32)
-        a_level, a_pitch = 1.0 / (FRAME_RATE * 2.0), 1.0 / (FRAME_RATE * 3.0)
+        shape = np.empty(n, np.float32)
+        a_shape = 1.0 / (FRAME_RATE * 4.0)
+        a_level, a_pitch = 1.0 / (FRAME_RATE * 2.0), 1.0 / (FRAME_RATE * 1.5)
         decay = 3.0 / FRAME_RATE  # dB per row the F1 peak forgets
         for i in range(n):
             rms, voicing, pitch, f1 = feats[i, F["rms_db"]], feats[i, F["voicing"]], feats[i, F["pitch_hz"]], feats[i, F["f1_db"]]
@@ -75,16 +81,20 @@ class ArticulationTracker:
             if rms > -70.0:
                 self.f1_ref_db = max(self.f1_ref_db - decay, float(f1), -45.0)
             if pitch > 0:
-                self.log_pitch += a_pitch * (np.log(pitch) - self.log_pitch)
-            level[i], f1ref[i], lp[i] = self.level_db, self.f1_ref_db, self.log_pitch
-        return level, f1ref, lp
+                lp_now = float(np.log(pitch))
+                self.log_pitch = lp_now if self.log_pitch == 0.0 else self.log_pitch + a_pitch * (lp_now - self.log_pitch)
+            if voicing > 0.5 and rms > self.level_db - 10.0:
+                sc = float(feats[i, F["f2hi_db"]] - max(f1, feats[i, F["f2lo_db"]]))
+                self.shape_db += a_shape * (min(max(sc, -30.0), 30.0) - self.shape_db)
+            level[i], f1ref[i], lp[i], shape[i] = self.level_db, self.f1_ref_db, self.log_pitch, self.shape_db
+        return level, f1ref, lp, shape
 
     def rows(self, feats: np.ndarray) -> np.ndarray:
         """Target rows (n, NUM_TARGETS) for feature rows (n, NUM_FEATURES)."""
         out = np.zeros((feats.shape[0], NUM_TARGETS), np.float32)
         if feats.shape[0] == 0:
             return out
-        level, f1ref, lp = self._update_refs(feats)
+        level, f1ref, lp, shape = self._update_refs(feats)
         rms = feats[:, F["rms_db"]]
         low, f1 = feats[:, F["low_db"]], feats[:, F["f1_db"]]
         f2lo, f2hi = feats[:, F["f2lo_db"]], feats[:, F["f2hi_db"]]
@@ -94,16 +104,19 @@ class ArticulationTracker:
         voiced = _ramp(voicing, 0.4, 0.6) * active
         openness = _ramp(f1 - f1ref, -24.0, -4.0)
         loud = _ramp(rms - level, -26.0, 2.0)
-        spread_score = f2hi - np.maximum(f1, f2lo)
+        # relative to this voice's running mean shape (channel / microphone colouring cancels)
+        spread_score = f2hi - np.maximum(f1, f2lo) - shape
         hi_vs_low = f2hi - low
         murmur = _ramp(-hi_vs_low, 15.0, 22.0) * _ramp(low - f1, 5.0, 11.0) * _ramp(below, 3.0, 7.0) * voiced
         nasal_m = murmur * _ramp(f2lo - f1, -8.0, -1.0)
         voice_bar = _ramp(below, 8.0, 13.0) * _ramp(low - f1, 7.0, 13.0) * _ramp(-hi_vs_low, 12.0, 18.0) * _ramp(voicing, 0.3, 0.5)
-        press = np.maximum(nasal_m, voice_bar)
-        jaw = (0.6 * openness + 0.4 * loud) * active * (1.0 - np.maximum(murmur, press))
+        no_frication = _ramp(low - feats[:, F["hf_db"]], 14.0, 20.0)  # voiced fricatives (z, v, th) keep frication
+        press = np.maximum(nasal_m, voice_bar) * no_frication
+        # unvoiced hops (bursts, fricatives) keep the jaw near closed: the lips open on the vowel
+        jaw = (0.6 * openness + 0.4 * loud) * active * (1.0 - np.maximum(murmur, press)) * (0.3 + 0.7 * _ramp(voicing, 0.35, 0.6))
         out[:, T["jaw"]] = jaw
-        out[:, T["spread"]] = _ramp(spread_score, -6.0, 12.0) * voiced
-        out[:, T["round"]] = _ramp(-spread_score, 9.0, 17.0) * voiced * (1.0 - press)
+        out[:, T["spread"]] = _ramp(spread_score, 3.0, 20.0) * voiced
+        out[:, T["round"]] = _ramp(-spread_score, 3.0, 10.0) * voiced * (1.0 - press)
         out[:, T["press"]] = press
         out[:, T["active"]] = active
         pitch_z = np.where(pitch > 0, (np.log(np.maximum(pitch, 1.0)) - lp) / 0.08, 0.0)
@@ -135,7 +148,15 @@ def mouth_at(rows: np.ndarray, row_times: np.ndarray, t: float, cfg: LipSyncConf
         return MouthShape()
     mean = (w[:, None] * rows).sum(axis=0) / max(w_sum, 1.0)
     near = np.abs(d) <= cfg.press_window_s + 1e-6
-    press = float(rows[near, T["press"]].max()) if near.any() else 0.0
+    press = 0.0
+    if near.any():
+        k = int(np.flatnonzero(near)[np.argmax(rows[near, T["press"]])])
+        press = float(rows[k, T["press"]])
+        # a closure is followed by a release: a voice fading into a pause is not a closure
+        after = rows[k + 1:k + 1 + cfg.release_rows]
+        if press > 0 and after.shape[0] >= 2:
+            release = max(float(after[:, T["active"]].max()), float(after[:, T["press"]].max()))
+            press *= float(np.clip((release - 0.3) / 0.4, 0.0, 1.0))
     jaw = float(mean[T["jaw"]]) * (1.0 - press)
     return MouthShape(
         jaw=cfg.jaw_gain * jaw,

@@ -45,7 +45,7 @@ class PlayerListener:
         self._speech_since_bc = 0.0
         self._last_bc = -1e9
         self._bc_armed = True
-        self.pending: deque[tuple[float, EventType, str]] = deque()
+        self.pending: deque[tuple[float, EventType, str]] = deque(maxlen=256)
         self.level_db = -100.0   # last hop level (for listening intensity)
 
     def push(self, samples: np.ndarray, now_s: float) -> None:
@@ -104,6 +104,13 @@ class PlayerListener:
                     self._speech_since_bc = 0.0
                     self._bc_armed = False
                     self.pending.append((t, EventType.BACKCHANNEL, "pause"))
+
+    def tick(self, t: float) -> None:
+        """End a turn whose audio simply stopped arriving (push-to-talk, muted mic)."""
+        if self.speaking and self._clock_end is not None and t - self._clock_end >= self.cfg.end_s:
+            self.speaking = False
+            self._speech_run = self._silence_run = 0
+            self.pending.append((self._clock_end + self.cfg.end_s, EventType.PLAYER_SPEECH_ENDED, "no audio"))
 
     def pop_until(self, t: float) -> list[tuple[float, EventType, str]]:
         out = []

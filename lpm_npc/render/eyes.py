@@ -15,7 +15,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lpm_npc.render.contour import LocalFrame, box_of, interp_heights, ramp
+from lpm_npc.render.contour import LocalFrame, box_of, interp_heights, ramp, smoothstep
+
+
+def lid_colours(image: np.ndarray, landmarks: np.ndarray, eye_upper: np.ndarray) -> np.ndarray:
+    """(2, 2, 3) float32: per eye the lid skin colour and the lash-line colour."""
+    out = np.zeros((2, 2, 3), np.float32)
+    h, w = image.shape[:2]
+    img = image.astype(np.float32)
+    for row in range(2):
+        up = landmarks[eye_upper[row], :2]
+        eye_w = float(np.linalg.norm(up[-1] - up[0]))
+        skin, lash = [], []
+        for k in range(2, 7):
+            x = int(np.clip(up[k, 0], 0, w - 1))
+            y = up[k, 1]
+            for dy, bucket in ((-0.12, skin), (-0.16, skin), (-0.2, skin), (-0.02, lash), (-0.05, lash)):
+                yy = int(np.clip(y + dy * eye_w, 0, h - 1))
+                bucket.append(img[yy, x])
+        s = np.median(np.array(skin), 0)
+        l_arr = np.array(lash)
+        lum = l_arr @ np.array([0.299, 0.587, 0.114], np.float32)
+        out[row, 0] = s
+        out[row, 1] = np.minimum(l_arr[np.argsort(lum)[: max(1, len(lum) // 2)]].mean(0), s * 0.6)
+    return out
 
 
 def build_eye_textures(image: np.ndarray, landmarks: np.ndarray, eye_upper: np.ndarray, eye_lower: np.ndarray,
@@ -64,6 +87,7 @@ class EyeInputs:
     """Per-frame data of one eye (output pixels unless noted)."""
 
     upper: torch.Tensor         # (B, 9, 2) current upper lid
+    upper_open: torch.Tensor    # (B, 9, 2) the upper lid without blink (where the lid starts to cover from)
     lower: torch.Tensor         # (B, 9, 2) current lower lid
     rest_a: torch.Tensor        # (2,) rest corner a, crop px
     rest_b: torch.Tensor        # (2,) rest corner b, crop px
@@ -71,30 +95,39 @@ class EyeInputs:
     to_crop_scale: float        # crop px per output px
     to_crop_offset: tuple[float, float]  # output px -> square px offset (ox, oy)
     eye_height: float           # rest eye opening height, output px
+    lid_colour: torch.Tensor    # (2, 3) lid skin and lash line colours
 
 
 def composite_eye(out: torch.Tensor, e: EyeInputs, plate: torch.Tensor, iris_rgba: torch.Tensor,
                   crop_size: int) -> None:
     """Composite one eye into out (B,4,H,W) float 0..255 in place. plate (1,3,S,S), iris_rgba (1,4,S,S)."""
     B, _, H, W = out.shape
-    box = box_of(torch.cat([e.upper, e.lower], 1), margin=2.0, width=W, height=H)
+    box = box_of(torch.cat([e.upper, e.upper_open, e.lower], 1), margin=3.0 + 0.8 * e.eye_height, width=W, height=H)
     if box is None:
         return
     x0, y0, x1, y1 = box
     fr = LocalFrame(e.upper[:, 0], e.upper[:, -1])
     uu, vu_pts = fr.uv_points(e.upper)
     ul, vl_pts = fr.uv_points(e.lower)
-    if float((vl_pts - vu_pts).amax()) <= 0.05:
-        return  # closed everywhere: the lid skin of the mesh warp shows
+    _, vo_pts = fr.uv_points(e.upper_open)
     dev = out.device
     xs = torch.arange(x0, x1, device=dev, dtype=torch.float32)
     ys = torch.arange(y0, y1, device=dev, dtype=torch.float32)
     u, v = fr.uv_box(xs, ys)
     vu = interp_heights(uu, vu_pts, u)
     vl = interp_heights(ul, vl_pts, u)
-    opening = ramp(v - vu, 0.9) * ramp(vl - v, 0.9) * ((1.0 - u.abs()) * 30).clamp(0, 1)
-    if float(opening.amax()) <= 0.0:
-        return
+    vo = interp_heights(uu, vo_pts, u)
+    in_u = ((1.0 - u.abs()) * 30).clamp(0, 1)
+    opening = ramp(v - vu, 0.9) * ramp(vl - v, 0.9) * in_u
+    # the lid: skin from a little above the open lid line down to the current lid edge, with a lash line
+    eh = e.eye_height
+    lid_top = vo - 0.3 * eh
+    covered = smoothstep((v - lid_top) / (0.45 * eh + 1.0)) * ramp(vu - v + 0.45, 0.9) * in_u * 0.92
+    closing = ((vu - vo) / (0.35 * eh + 0.5)).clamp(0.0, 1.0)  # 0 while the lid is up
+    covered = covered * closing
+    lid_rgb = e.lid_colour[0][None, :, None, None] * (1.0 - 0.08 * ramp(v - lid_top, eh + 1.0))[:, None]
+    lash = torch.exp(-(((vu - v) / (0.09 * eh + 0.6)) ** 2)) * (1.0 - 0.35 * u.abs() ** 2)
+    lid_rgb = lid_rgb + (e.lid_colour[1][None, :, None, None] - lid_rgb) * (0.85 * lash)[:, None]
     # similarity: current frame -> rest frame, in crop px
     s = e.to_crop_scale
     ox, oy = e.to_crop_offset
@@ -124,4 +157,5 @@ def composite_eye(out: torch.Tensor, e: EyeInputs, plate: torch.Tensor, iris_rgb
     lid = 1.0 - 0.28 * torch.exp(-(v - vu).clamp_min(0) / (0.18 * e.eye_height + 0.5))
     colour = colour * lid[:, None]
     region = out[:, :3, y0:y1, x0:x1]
+    region = region + (lid_rgb - region) * covered[:, None]
     out[:, :3, y0:y1, x0:x1] = region + (colour - region) * opening[:, None]

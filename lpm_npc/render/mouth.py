@@ -13,7 +13,7 @@ import torch
 from lpm_npc.render.contour import LocalFrame, box_of, interp_heights, ramp, smoothstep
 
 # tooth boundaries along u (incisors wider in the middle), as a share of the half mouth width
-_TOOTH_EDGES = (0.0, 0.2, 0.37, 0.52, 0.66, 0.79)
+_TOOTH_EDGES = (0.0, 0.19, 0.35)
 
 
 @dataclass
@@ -36,12 +36,9 @@ def composite_mouth(out: torch.Tensor, m: MouthInputs) -> None:
     if box is None:
         return
     x0, y0, x1, y1 = box
-    # nothing open anywhere in the batch: skip
     fr = LocalFrame(m.upper[:, 0], m.upper[:, -1])
     uu, vu_pts = fr.uv_points(m.upper)
     ul, vl_pts = fr.uv_points(m.lower)
-    if float((vl_pts - vu_pts).amax()) <= 0.05:
-        return
     _, vt_pts = fr.uv_points(m.teeth_line)
     dev = out.device
     xs = torch.arange(x0, x1, device=dev, dtype=torch.float32)
@@ -69,19 +66,19 @@ def composite_mouth(out: torch.Tensor, m: MouthInputs) -> None:
     colour = cav + (tongue - cav) * t_w[:, None]
     # lower teeth hint just above the lower lip
     lt_h = 0.045 * mw
-    lt_w = ramp(v - (vl - lt_h), 0.25 * lt_h) * smoothstep((0.6 - au) / 0.25) * 0.55
+    lt_w = ramp(v - (vl - lt_h), 0.25 * lt_h) * smoothstep((0.6 - au) / 0.3) * 0.45
     lt_col = col[2][None, :, None, None] * 0.7
     colour = colour + (lt_col - colour) * lt_w[:, None]
     # upper teeth hanging from the (neutral) upper lip line
     t_top = vt - 0.012 * mw
-    t_bot = t_top + 0.15 * mw * (1.0 - 0.35 * au * au)
-    ut_w = ramp(t_bot - v, max(1.0, 0.012 * mw)) * ramp(v - t_top, 1.0) * smoothstep((0.9 - au) / 0.25)
-    shade = (1.0 - 0.55 * au * au) * (0.72 + 0.28 * smoothstep((v - vu) / (0.05 * mw)))
+    t_bot = t_top + 0.11 * mw * (1.0 - 0.45 * au * au)
+    ut_w = ramp(t_bot - v, max(1.0, 0.015 * mw)) * ramp(v - t_top, 1.0) * smoothstep((0.85 - au) / 0.35)
+    shade = (1.0 - 0.75 * au ** 1.5) * (0.7 + 0.3 * smoothstep((v - vu) / (0.05 * mw)))
     shade = shade * (0.9 + 0.1 * smoothstep((t_bot - v) / (0.05 * mw)))
     sep = torch.ones_like(u)
     for e in _TOOTH_EDGES:
         for sgn in ((1.0,) if e == 0.0 else (1.0, -1.0)):
-            sep = sep - 0.18 * torch.exp(-(((u - sgn * e) * (mw * 0.5)) / max(0.6, 0.006 * mw)) ** 2)
+            sep = sep - 0.07 * torch.exp(-(((u - sgn * e) * (mw * 0.5)) / max(0.6, 0.006 * mw)) ** 2)
     teeth = col[2][None, :, None, None] * (shade * sep)[:, None]
     colour = colour + (teeth - colour) * ut_w[:, None]
     # a soft shadow under the upper lip and above the lower lip

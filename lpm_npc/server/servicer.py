@@ -43,6 +43,7 @@ class _Stream:
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()  # resume / output change
         self.t0 = time.monotonic()  # wall time of pts 0, set by the pump
+        self.last_pts_us = 0
 
     def error(self, exc: LpmError | str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
               fatal: bool = False) -> None:
@@ -196,21 +197,32 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             stream.error("control without an action: set ACTION_INTERRUPT, PAUSE, RESUME or SET_OUTPUT.")
 
     async def _pump(self, stream: _Stream) -> None:
-        """Render frames at the session's rate on the wall clock, off the event loop."""
+        """Render frames at the session's rate on the wall clock, off the event loop.
+
+        Stats go out every stats interval, also while paused: they double as the application
+        heartbeat that keeps hour-long streams alive through proxies.
+        """
         loop = asyncio.get_running_loop()
-        session, out, stats = stream.session, stream.out, stream.stats
+        session, out = stream.session, stream.out
         lookahead = session.lookahead_s
+        interval = session.options.stats_interval_ms / 1000.0
         t0 = stream.t0 = time.monotonic()
-        next_stats = t0 + session.options.stats_interval_ms / 1000.0
+        next_stats = t0 + interval
         linger_until: float | None = None
         try:
             while not stream.stop.is_set():
                 now = time.monotonic()
+                if now >= next_stats:
+                    next_stats = max(next_stats + interval, now)
+                    self._send_stats(stream)
                 if session.paused:
                     stream.wake.clear()
                     if stream.input_done.is_set():
                         break
-                    await stream.wake.wait()
+                    try:
+                        await asyncio.wait_for(stream.wake.wait(), timeout=max(0.0, next_stats - now))
+                    except asyncio.TimeoutError:
+                        continue
                     # Frames of the paused time cost nothing: jump the clock to now.
                     session.skip_to(session.clock.index_at(time.monotonic() - t0 - lookahead))
                     continue
@@ -224,19 +236,11 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                 elif now - due > MAX_LATE_FRAMES / session.output.fps:
                     session.skip_to(session.clock.index_at(now - t0 - lookahead))
                 frame = await loop.run_in_executor(self.executor, session.render_next)
-                stats.rendered((frame.times.render + frame.times.encode + frame.times.motion) * 1000.0)
+                stream.stats.rendered((frame.times.render + frame.times.encode + frame.times.motion) * 1000.0)
+                stream.last_pts_us = frame.pts_us
                 out.put_frame(*self._frame_messages(session, frame))
                 for ev in frame.events:
                     stream.event(ev.type, ev.t_s, ev.detail)
-                if time.monotonic() >= next_stats:
-                    next_stats += session.options.stats_interval_ms / 1000.0
-                    s = stats.take_interval()
-                    out.put(pb.ServerMessage(stats=pb.Stats(
-                        fps=s["fps"], frames_sent=s["frames_sent"],
-                        frames_dropped=out.dropped + session.frames_skipped,
-                        queue_depth=out.frames_waiting, latency_p50_ms=s["latency_p50_ms"],
-                        latency_p95_ms=s["latency_p95_ms"], render_ms=s["render_ms"],
-                        pts_us=frame.pts_us)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -244,6 +248,15 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             stream.error(f"internal render error: {exc}", grpc.StatusCode.INTERNAL, fatal=True)
         finally:
             out.close()
+
+    @staticmethod
+    def _send_stats(stream: _Stream) -> None:
+        s = stream.stats.take_interval()
+        stream.out.put(pb.ServerMessage(stats=pb.Stats(
+            fps=s["fps"], frames_sent=s["frames_sent"],
+            frames_dropped=stream.out.dropped + stream.session.frames_skipped,
+            queue_depth=stream.out.frames_waiting, latency_p50_ms=s["latency_p50_ms"],
+            latency_p95_ms=s["latency_p95_ms"], render_ms=s["render_ms"], pts_us=stream.last_pts_us)))
 
     @staticmethod
     def _frame_messages(session: PerformSession, frame) -> list:

@@ -1,0 +1,216 @@
+"""The warp renderer on a real portrait (skimage astronaut), checked with the real face landmarker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lpm_npc.character.landmarks import FaceLandmarker, decode_image
+from lpm_npc.character.rig import CharacterRig, build_rig
+from lpm_npc.errors import InvalidInputError
+from lpm_npc.performance.motion import NUM_CHANNELS, MotionFrame
+from lpm_npc.render.renderer import TorchRenderer
+
+PORTRAITS = Path("/work/shared/data/portraits")
+
+
+@pytest.fixture(scope="module")
+def landmarker():
+    lm = FaceLandmarker()
+    yield lm
+    lm.close()
+
+
+@pytest.fixture(scope="module")
+def rig(landmarker) -> CharacterRig:
+    import skimage.data
+
+    return build_rig(skimage.data.astronaut(), landmarker)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> TorchRenderer:
+    return TorchRenderer()
+
+
+@pytest.fixture(scope="module")
+def prepared(renderer, rig):
+    return renderer.prepare(rig)
+
+
+def motion(**w: float) -> np.ndarray:
+    return MotionFrame.from_dict(0.0, w).values[None]
+
+
+def render(renderer, prepared, rig, **w: float) -> np.ndarray:
+    S = rig.size
+    return renderer.render(prepared, motion(**w), S, S)[0]
+
+
+def lum(img: np.ndarray) -> np.ndarray:
+    return img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def box(points: np.ndarray, pad: float) -> tuple[slice, slice]:
+    x0, y0 = points[:, :2].min(0) - pad
+    x1, y1 = points[:, :2].max(0) + pad
+    return slice(int(y0), int(y1)), slice(int(x0), int(x1))
+
+
+def inner_mouth(rig: CharacterRig) -> tuple[slice, slice]:
+    lm = rig.landmarks
+    mw = np.linalg.norm(lm[291, :2] - lm[61, :2])
+    cx, cy = lm[[13, 14], :2].mean(0)
+    return slice(int(cy), int(cy + 0.2 * mw)), slice(int(cx - 0.25 * mw), int(cx + 0.25 * mw))
+
+
+def test_neutral_matches_reference(renderer, prepared, rig):
+    out = render(renderer, prepared, rig)
+    assert out.shape == (rig.size, rig.size, 4) and out.dtype == np.uint8
+    assert np.all(out[..., 3] == 255)
+    diff = np.abs(out[..., :3].astype(np.float32) - rig.image.astype(np.float32))
+    assert diff.mean() < 2.5
+    # away from the mouth (whose own gap is closed at rest) it is nearly exact
+    ys, xs = box(rig.landmarks[[61, 291, 13, 14]], 0.2 * rig.geometry.mouth_width)
+    diff[ys, xs] = 0
+    assert diff.mean() < 1.5
+
+
+def test_jaw_open_darkens_mouth_only(renderer, prepared, rig):
+    neutral = render(renderer, prepared, rig)
+    jaw = render(renderer, prepared, rig, jaw_open=1.0)
+    ys, xs = inner_mouth(rig)
+    assert lum(jaw)[ys, xs].mean() < lum(neutral)[ys, xs].mean() - 25
+    mouth_ys, mouth_xs = box(rig.landmarks[[61, 291, 13, 14, 152]], 0.2 * rig.geometry.mouth_width)
+    assert np.abs(jaw[mouth_ys, mouth_xs].astype(float) - neutral[mouth_ys, mouth_xs]).mean() > 8
+    corner = (slice(0, rig.size // 8), slice(0, rig.size // 8))
+    assert np.array_equal(jaw[corner], neutral[corner])
+    eyes = box(rig.landmarks[[33, 263, 159, 386]], 3)
+    assert np.abs(jaw[eyes].astype(float) - neutral[eyes]).mean() < 2
+
+
+def test_jaw_open_measured_by_landmarker(renderer, prepared, rig, landmarker):
+    gaps = []
+    for j in (0.0, 0.5, 1.0):
+        f = landmarker.detect(render(renderer, prepared, rig, jaw_open=j)[..., :3])
+        gaps.append(float(f.points[14, 1] - f.points[13, 1]))
+    mw = rig.geometry.mouth_width
+    assert gaps[0] < 0.08 * mw  # lips closed at rest
+    assert gaps[1] > gaps[0] + 0.05 * mw
+    # the detector saturates on wide synthetic openings: require no collapse, and a clear total opening
+    assert gaps[2] > gaps[1] - 0.03 * mw
+    assert gaps[2] > gaps[0] + 0.12 * mw
+
+
+def test_lips_press_closes_open_jaw(renderer, prepared, rig, landmarker):
+    neutral = render(renderer, prepared, rig)
+    pressed = render(renderer, prepared, rig, jaw_open=0.8, lips_press=1.0)
+    ys, xs = inner_mouth(rig)
+    assert abs(lum(pressed)[ys, xs].mean() - lum(neutral)[ys, xs].mean()) < 12
+    f = landmarker.detect(pressed[..., :3])
+    assert f.points[14, 1] - f.points[13, 1] < 0.08 * rig.geometry.mouth_width
+
+
+def test_blink_changes_eyes_not_mouth(renderer, prepared, rig):
+    neutral = render(renderer, prepared, rig)
+    blink = render(renderer, prepared, rig, blink_l=1.0, blink_r=1.0)
+    lm = rig.landmarks
+    for ids in ((33, 133, 159, 145), (263, 362, 386, 374)):
+        ys, xs = box(lm[list(ids)], 1)
+        d = np.abs(blink[ys, xs].astype(float) - neutral[ys, xs]).mean()
+        assert d > 10
+        # the closed lid is skin: no darker than the open eye (iris/pupil covered)
+        assert lum(blink)[ys, xs].mean() >= lum(neutral)[ys, xs].mean() - 3
+    mouth = box(lm[[61, 291, 0, 17]], 3)
+    assert np.abs(blink[mouth].astype(float) - neutral[mouth]).max() <= 2
+
+
+def test_smile_raises_mouth_corners(renderer, prepared, rig, landmarker):
+    n = landmarker.detect(render(renderer, prepared, rig)[..., :3]).points
+    s = landmarker.detect(render(renderer, prepared, rig, smile=1.0)[..., :3]).points
+    rise = ((n[61, 1] - s[61, 1]) + (n[291, 1] - s[291, 1])) / 2
+    widen = (s[291, 0] - s[61, 0]) - (n[291, 0] - n[61, 0])
+    assert rise > 0.04 * rig.geometry.mouth_width
+    assert widen > 0
+    f = landmarker.detect(render(renderer, prepared, rig, frown=1.0)[..., :3]).points
+    assert ((f[61, 1] - n[61, 1]) + (f[291, 1] - n[291, 1])) / 2 > 0.03 * rig.geometry.mouth_width
+
+
+def test_head_yaw_moves_nose(renderer, prepared, rig, landmarker):
+    n = landmarker.detect(render(renderer, prepared, rig)[..., :3]).points
+    r = landmarker.detect(render(renderer, prepared, rig, head_yaw=20.0)[..., :3]).points
+    l = landmarker.detect(render(renderer, prepared, rig, head_yaw=-20.0)[..., :3]).points
+    assert r[1, 0] > n[1, 0] + 5 and l[1, 0] < n[1, 0] - 5
+    p = landmarker.detect(render(renderer, prepared, rig, head_pitch=15.0)[..., :3]).points
+    assert p[1, 1] > n[1, 1] + 3
+
+
+def test_gaze_moves_iris(renderer, prepared, rig, landmarker):
+    n = landmarker.detect(render(renderer, prepared, rig)[..., :3]).points
+    g = landmarker.detect(render(renderer, prepared, rig, gaze_x=1.0)[..., :3]).points
+    assert g[468, 0] > n[468, 0] + 0.5 and g[473, 0] > n[473, 0] + 0.5
+    assert abs(g[33, 0] - n[33, 0]) < 1.5  # eye corners stay
+
+
+@pytest.mark.parametrize("wh", [(256, 256), (512, 512), (1024, 1024), (320, 180), (200, 400), (16, 16)])
+def test_output_shapes(renderer, prepared, wh):
+    w, h = wh
+    out = renderer.render(prepared, motion(jaw_open=0.5, head_yaw=10.0), w, h, alpha_matte=True)
+    assert out.shape == (1, h, w, 4) and out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]
+    assert out[..., 3].min() < 50 and out[..., 3].max() > 200  # matte: background and person
+
+
+def test_alpha_matte_follows_person(renderer, prepared, rig):
+    out = renderer.render(prepared, motion(), 256, 256, alpha_matte=True)[0]
+    assert out[128, 128, 3] > 200 and out[5, 250, 3] < 60
+    opaque = renderer.render(prepared, motion(), 256, 256)[0]
+    assert np.all(opaque[..., 3] == 255)
+    assert np.array_equal(opaque[..., :3], out[..., :3])
+
+
+def test_non_square_is_centre_crop(renderer, prepared):
+    sq = renderer.render(prepared, motion(smile=0.5), 400, 400)[0]
+    wide = renderer.render(prepared, motion(smile=0.5), 400, 200)[0]
+    assert np.abs(wide.astype(int) - sq[100:300]).max() <= 2
+
+
+def test_batch_equals_singles(renderer, prepared):
+    ms = np.concatenate([motion(jaw_open=0.7), motion(blink_l=1.0, head_roll=10.0), motion(smile=1.0, gaze_x=-1)])
+    batch = renderer.render(prepared, ms, 256, 256)
+    for i in range(3):
+        single = renderer.render(prepared, ms[i:i + 1], 256, 256)[0]
+        assert np.abs(batch[i].astype(int) - single).max() <= 1
+
+
+def test_render_rejects_bad_args(renderer, prepared):
+    with pytest.raises(InvalidInputError):
+        renderer.render(prepared, motion(), 8, 8)
+    with pytest.raises(InvalidInputError):
+        renderer.render(prepared, np.zeros((1, NUM_CHANNELS + 1), np.float32), 64, 64)
+
+
+def test_extreme_motion_is_finite(renderer, prepared):
+    m = np.ones((1, NUM_CHANNELS), np.float32) * 50  # clipped to the valid ranges
+    out = renderer.render(prepared, m, 128, 128)
+    assert out.shape == (1, 128, 128, 4)
+
+
+@pytest.mark.parametrize("name", ["st_happy.png", "st_sad.png", "lp_s4.jpg", "lp_s8.jpg", "st_art_1.png",
+                                  "st_art_2.png", "st_art_6.png", "st_full4.jpeg"])
+def test_shared_portraits_render(renderer, landmarker, name):
+    path = PORTRAITS / name
+    if not path.exists():
+        pytest.skip(f"shared portrait {name} not available")
+    rig = build_rig(decode_image(path.read_bytes()), landmarker)
+    prep = renderer.prepare(rig)
+    S = rig.size
+    frames = renderer.render(prep, np.concatenate([motion(), motion(jaw_open=1.0)]), S, S)
+    diff = np.abs(frames[0, ..., :3].astype(np.float32) - rig.image).mean()
+    assert diff < 4
+    ys, xs = inner_mouth(rig)
+    assert lum(frames[1])[ys, xs].mean() < lum(frames[0])[ys, xs].mean() - 4
+    f = landmarker.detect(frames[1, ..., :3])
+    n = landmarker.detect(frames[0, ..., :3])
+    assert (f.points[14, 1] - f.points[13, 1]) > (n.points[14, 1] - n.points[13, 1]) + 0.1 * rig.geometry.mouth_width

@@ -1,0 +1,380 @@
+"""End-to-end over a real gRPC server on a loopback port, with real portraits and real speech."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2
+
+from grpc_helpers import collect, feed_realtime
+from lpm_npc.encode import decode_frame
+from lpm_npc.server.convert import EVENT_FROM_PB, PIXEL_FORMAT_FROM_PB
+from lpm_npc.types import AudioChannel, Emotion, EventType, Phase, PixelFormat
+from lpm_npc.v1 import lpm_npc_pb2 as pb
+
+SIZE = 256
+
+
+def rgba(frame: pb.VideoFrame) -> np.ndarray:
+    return decode_frame(frame.data, frame.width, frame.height, PIXEL_FORMAT_FROM_PB[frame.format], frame.flip_y)
+
+
+def mouth_box(server, size: int = SIZE) -> tuple[slice, slice]:
+    """The region between the lips (and below, where the jaw opens) in output pixels."""
+    rig = server.runtime.store.get("default")
+    s = size / rig.image.shape[1]
+    lm = rig.landmarks[:, :2] * s
+    x0, x1 = lm[78, 0], lm[308, 0]
+    w = x1 - x0
+    y_mid = (lm[13, 1] + lm[14, 1]) / 2
+    return slice(int(y_mid - 0.08 * w), int(y_mid + 0.3 * w)), slice(int(x0 + 0.2 * w), int(x1 - 0.2 * w))
+
+
+def mouth_darkness(frame_rgba: np.ndarray, box) -> float:
+    gray = cv2.cvtColor(frame_rgba[..., :3], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return float(255.0 - gray[box].mean())
+
+
+# -- unary calls ----------------------------------------------------------------------------------
+
+def test_health_reflection_and_info(server, client):
+    assert client.health.Check(health_pb2.HealthCheckRequest(service="lpm_npc.v1.NpcService")).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    info = client.server_info()
+    assert info.version and "torch-cpu" in info.backends
+    assert info.max_width == 1024 and 30 in info.supported_fps
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for r in responses for s in r.list_services_response.service}
+    assert "lpm_npc.v1.NpcService" in names and "grpc.health.v1.Health" in names
+
+
+def test_register_is_cached_listed_and_deletable(client):
+    from skimage import data
+
+    img = data.astronaut()[:, ::-1].copy()  # a mirrored real face: different bytes -> a new id
+    ok, png = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    t = time.monotonic()
+    first = client.stub.RegisterCharacter(pb.RegisterCharacterRequest(portrait=png.tobytes(), display_name="flip"))
+    t_first = time.monotonic() - t
+    t = time.monotonic()
+    second = client.stub.RegisterCharacter(pb.RegisterCharacterRequest(portrait=png.tobytes(), display_name="flip"))
+    t_second = time.monotonic() - t
+    assert first.character.character_id == second.character.character_id
+    assert not first.cached and second.cached
+    assert t_second < t_first
+    assert first.character.face_score > 0.5
+    ids = {c.character_id for c in client.list_characters()}
+    assert first.character.character_id in ids and "default" in ids
+    assert client.delete_character(first.character.character_id)
+    assert first.character.character_id not in {c.character_id for c in client.list_characters()}
+    with pytest.raises(grpc.RpcError) as err:
+        client.delete_character(first.character.character_id)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_not_an_image_and_no_face_are_invalid_argument(client):
+    with pytest.raises(grpc.RpcError) as err:
+        client.register_character(b"this is not an image")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "image" in err.value.details()
+    rng = np.random.default_rng(0)
+    noise = cv2.GaussianBlur(rng.integers(0, 255, (384, 384, 3), dtype=np.uint8), (0, 0), 3)
+    ok, png = cv2.imencode(".png", noise)
+    with pytest.raises(grpc.RpcError) as err:
+        client.register_character(png.tobytes())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "face" in err.value.details()
+
+
+def test_dog_photo_has_no_human_face(client):
+    from conftest import shared_file
+
+    dog = shared_file("portraits", "lp_s25.jpg").read_bytes()
+    with pytest.raises(grpc.RpcError) as err:
+        client.register_character(dog)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "face" in err.value.details()
+
+
+def test_oversized_message_is_refused_and_the_server_keeps_serving(client):
+    with pytest.raises(grpc.RpcError) as err:
+        client.register_character(b"\0" * (33 * 1024 * 1024))
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert client.server_info().version
+
+
+# -- the Perform stream ---------------------------------------------------------------------------
+
+def test_frames_arrive_at_the_configured_rate_with_monotonic_pts(client):
+    with client.perform(width=SIZE, fps=30, stats_interval_ms=500) as stream:
+        got = collect(stream, seconds=2.5)
+    assert got.started is not None and got.started.fps == 30 and got.started.width == SIZE
+    frames = [f for _, f in got.frames]
+    assert len(frames) >= 0.8 * 30 * 2.2
+    idx = [f.index for f in frames]
+    pts = [f.pts_us for f in frames]
+    assert idx == sorted(idx) and len(set(idx)) == len(idx)
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    for f in frames:
+        assert f.pts_us == round(f.index * 1e6 / 30)
+        assert f.pts_samples == round(f.index * 16000 / 30)
+        assert (f.width, f.height, f.stride, f.format) == (SIZE, SIZE, SIZE * 4, pb.PIXEL_FORMAT_RGBA8)
+        assert len(f.data) == SIZE * SIZE * 4
+    span = got.frames[-1][0] - got.frames[0][0]
+    assert (len(frames) - 1) / span == pytest.approx(30, rel=0.2)
+    assert got.stats and got.stats[-1].frames_sent > 0
+
+
+@pytest.mark.parametrize("fmt", [PixelFormat.BGRA8, PixelFormat.JPEG])
+def test_pixel_formats_and_flip_y(client, fmt):
+    with client.perform(width=SIZE, fps=30) as stream:
+        ref = rgba(collect(stream, max_frames=1).frames[0][1])
+    with client.perform(width=SIZE, fps=30, pixel_format=fmt, flip_y=True) as stream:
+        f = collect(stream, max_frames=1).frames[0][1]
+    assert f.flip_y and f.format == {PixelFormat.BGRA8: pb.PIXEL_FORMAT_BGRA8, PixelFormat.JPEG: pb.PIXEL_FORMAT_JPEG}[fmt]
+    raw = np.frombuffer(f.data, np.uint8)
+    if fmt is PixelFormat.JPEG:
+        assert f.data[:2] == b"\xff\xd8" and f.stride == 0
+        img = cv2.cvtColor(cv2.imdecode(raw, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        tol = 12.0
+    else:
+        img = raw.reshape(SIZE, SIZE, 4)[..., [2, 1, 0]]
+        tol = 6.0
+    # the buffer holds the image upside down: its first row is the bottom of the picture
+    assert np.abs(img[::-1].astype(float) - ref[..., :3]).mean() < tol
+    assert np.abs(img.astype(float) - ref[..., :3]).mean() > 2 * tol
+
+
+def test_alpha_matte_separates_person_from_background(client, server):
+    with client.perform(width=SIZE, fps=30, alpha_matte=True) as stream:
+        img = rgba(collect(stream, max_frames=1).frames[0][1])
+    rig = server.runtime.store.get("default")
+    nose = (rig.landmarks[1, :2] * SIZE / rig.image.shape[1]).astype(int)
+    assert img[nose[1], nose[0], 3] > 200           # the face is opaque
+    assert img[..., 3].min() < 30                     # some background is transparent
+    with client.perform(width=SIZE, fps=30) as stream:
+        opaque = rgba(collect(stream, max_frames=1).frames[0][1])
+    assert (opaque[..., 3] == 255).all()
+
+
+def test_mouth_moves_with_speech_and_is_still_in_silence(client, server, npc_speech):
+    samples, _ = npc_speech
+    box = mouth_box(server)
+    with client.perform(width=SIZE, fps=30) as stream:
+        t0 = time.monotonic()
+        feed_realtime(stream, AudioChannel.NPC, samples, start_s=1.5, sample_index_from=1.5, t0=t0)
+        got = collect(stream, seconds=1.5 + len(samples) / 16000 + 1.0)
+    dark = {f.index: mouth_darkness(rgba(f), box) for _, f in got.frames}
+    t_end = 1.5 + len(samples) / 16000
+    silence = [v for i, v in dark.items() if 0.3 < i / 30 < 1.3]
+    speech = [v for i, v in dark.items() if 1.7 < i / 30 < t_end - 0.1]
+    assert len(silence) > 20 and len(speech) > 30
+    assert np.std(speech) > 3 * np.std(silence) + 1.0
+    assert np.max(speech) > np.mean(silence) + 15
+    started = [e for e in got.events if EVENT_FROM_PB[e.type] is EventType.NPC_SPEECH_STARTED]
+    assert started and abs(started[0].pts_us / 1e6 - 1.5) < 0.25
+
+
+def test_interrupt_closes_the_mouth_and_returns_to_listening(client, server, npc_speech):
+    samples, _ = npc_speech
+    box = mouth_box(server)
+    long_line = np.concatenate([samples, samples])
+    with client.perform(width=SIZE, fps=30) as stream:
+        t0 = time.monotonic()
+        flushed = threading.Event()
+        feed_realtime(stream, AudioChannel.NPC, long_line, start_s=0.5, sample_index_from=0.5, t0=t0,
+                      stop=flushed)
+        # let it talk for 2 s, then barge in: the game flushes its line and stops sending it
+        got_before = collect(stream, seconds=2.5)
+        flushed.set()
+        stream.interrupt()
+        t_int = time.monotonic()
+        got_after = collect(stream, seconds=2.0)
+    before = [mouth_darkness(rgba(f), box) for _, f in got_before.frames if f.pts_us > 0.8e6]
+    after_frames = [(w, f) for w, f in got_after.frames if w - t_int > 0.35]
+    after = [mouth_darkness(rgba(f), box) for _, f in after_frames]
+    assert np.std(after) < 0.4 * np.std(before)
+    assert np.max(after) < np.mean(before) + 0.5 * (np.max(before) - np.mean(before))
+    types = [EVENT_FROM_PB[e.type] for e in got_after.events]
+    assert EventType.INTERRUPTED in types
+
+
+def test_emotion_tag_moves_mouth_corners_up(client, server):
+    from lpm_npc.character.landmarks import FaceLandmarker
+
+    marker = FaceLandmarker()
+
+    def corner_lift(img: np.ndarray) -> float:
+        lm = marker.detect(np.ascontiguousarray(img[..., :3])).points
+        corners_y = (lm[61, 1] + lm[291, 1]) / 2
+        centre_y = (lm[13, 1] + lm[14, 1]) / 2
+        width = lm[291, 0] - lm[61, 0]
+        return float((centre_y - corners_y) / width)  # larger = corners higher
+
+    with client.perform(width=512, fps=30) as stream:
+        neutral = collect(stream, seconds=0.6).frames[-1][1]
+        stream.set_state(Phase.IDLE, Emotion.HAPPY, 1.0, 200)
+        happy = collect(stream, seconds=1.2).frames[-1][1]
+    marker.close()
+    assert corner_lift(rgba(happy)) > corner_lift(rgba(neutral)) + 0.03
+
+
+def test_rig_frames_travel_with_video_frames(client):
+    with client.perform(width=64, fps=30, send_rig=True) as stream:
+        got = collect(stream, max_frames=10)
+    assert len(got.started.rig_channel_names) == len(got.rigs[0].weights)
+    assert got.started.rig_channel_names[0] == "jaw_open"
+    frame_pts = {f.index: f.pts_us for _, f in got.frames}
+    for rig in got.rigs:
+        if rig.index in frame_pts:
+            assert rig.pts_us == frame_pts[rig.index]
+
+
+def test_pause_resume_and_level_of_detail(client):
+    with client.perform(width=SIZE, fps=30) as stream:
+        collect(stream, max_frames=5)
+        stream.pause()
+        paused = collect(stream, seconds=1.0)
+        stream.resume()
+        stream.set_output(width=128, height=128, fps=15)
+        after = collect(stream, seconds=1.5)
+    # after the PAUSED event no frame is rendered (one may already be in flight)
+    assert len(paused.frames) <= 3
+    sizes = {(f.width, f.height) for _, f in after.frames[-5:]}
+    assert sizes == {(128, 128)}
+    pts = [f.pts_us for _, f in after.frames[-6:]]
+    assert all(b - a == pytest.approx(1e6 / 15, abs=2) for a, b in zip(pts, pts[1:]))
+    types = [EVENT_FROM_PB[e.type] for e in paused.events + after.events]
+    assert EventType.PAUSED in types and EventType.RESUMED in types and EventType.OUTPUT_CHANGED in types
+
+
+# -- bad input: clear errors, nothing else lost ----------------------------------------------------
+
+def _errors_then_frames_continue(stream, send) -> list:
+    collect(stream, max_frames=3)
+    send()
+    got = collect(stream, seconds=0.8)
+    assert len(got.frames) >= 10, "the session stopped after a bad message"
+    return got.errors
+
+
+@pytest.mark.parametrize("pcm,rate,channels,expect", [
+    (b"\x01\x02\x03", 16000, 1, "odd"),
+    (b"", 16000, 1, "empty"),
+    (b"\0\0" * 160, 0, 1, "sample rate"),
+    (b"\0\0" * 160, 1_000_000, 1, "sample rate"),
+    (b"\0\0" * 160, 16000, 3, "channels"),
+])
+def test_bad_audio_chunk_is_a_non_fatal_error(client, pcm, rate, channels, expect):
+    with client.perform(width=64, fps=30) as stream:
+        errors = _errors_then_frames_continue(stream, lambda: stream.send(pb.ClientMessage(audio=pb.AudioChunk(
+            channel=pb.AUDIO_CHANNEL_NPC, pcm=pcm, sample_rate=rate, num_channels=channels))))
+    assert errors and not errors[0].fatal
+    assert errors[0].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert expect in errors[0].message.lower()
+
+
+def test_audio_chunk_over_the_limit_and_missing_channel(client):
+    with client.perform(width=64, fps=30) as stream:
+        errors = _errors_then_frames_continue(stream, lambda: (
+            stream.send(pb.ClientMessage(audio=pb.AudioChunk(channel=pb.AUDIO_CHANNEL_NPC, pcm=b"\0" * (4 * 1024 * 1024),
+                                                             sample_rate=16000))),
+            stream.send(pb.ClientMessage(audio=pb.AudioChunk(pcm=b"\0\0" * 10, sample_rate=16000)))))
+    assert len(errors) == 2
+    assert "limit" in errors[0].message and "channel" in errors[1].message
+
+
+def test_audio_before_config_is_failed_precondition(client):
+    call = client.stub.Perform(iter([pb.ClientMessage(audio=pb.AudioChunk(
+        channel=pb.AUDIO_CHANNEL_NPC, pcm=b"\0\0" * 160, sample_rate=16000))]))
+    with pytest.raises(grpc.RpcError) as err:
+        list(call)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "config" in err.value.details()
+
+
+@pytest.mark.parametrize("config,code,text", [
+    (pb.SessionConfig(character_id="c_0000000000deadbeef00"), grpc.StatusCode.NOT_FOUND, "unknown character"),
+    (pb.SessionConfig(character_id="../../etc/passwd"), grpc.StatusCode.NOT_FOUND, "unknown character"),
+    (pb.SessionConfig(fps=13), grpc.StatusCode.INVALID_ARGUMENT, "fps"),
+    (pb.SessionConfig(width=5000), grpc.StatusCode.INVALID_ARGUMENT, "width"),
+    (pb.SessionConfig(lookahead_ms=900), grpc.StatusCode.INVALID_ARGUMENT, "lookahead"),
+])
+def test_bad_config_is_rejected_with_a_reason(client, config, code, text):
+    call = client.stub.Perform(iter([pb.ClientMessage(config=config)]))
+    with pytest.raises(grpc.RpcError) as err:
+        list(call)
+    assert err.value.code() == code
+    assert text in err.value.details()
+
+
+def test_thousands_of_tiny_chunks(client, npc_speech):
+    samples, _ = npc_speech
+    tiny = (np.clip(samples[:16000], -1, 1) * 32767).astype("<i2")
+    with client.perform(width=64, fps=30) as stream:
+        collect(stream, max_frames=2)
+        for i in range(0, len(tiny), 5):  # 3200 chunks of 5 samples
+            stream.send_audio(AudioChannel.NPC, tiny[i:i + 5], 16000)
+        got = collect(stream, seconds=1.5)
+    assert not got.errors
+    assert len(got.frames) >= 30
+
+
+def test_client_that_vanishes_frees_its_session(client, server):
+    base = server.runtime.active_sessions
+    stream = client.perform(width=64, fps=30)
+    collect(stream, max_frames=3)
+    assert server.runtime.active_sessions == base + 1
+    stream.cancel()
+    deadline = time.monotonic() + 5
+    while server.runtime.active_sessions > base and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.runtime.active_sessions == base
+
+
+def test_slow_reader_drops_frames_instead_of_queueing(client):
+    with client.perform(width=512, fps=60, stats_interval_ms=200) as stream:
+        it = iter(stream)
+        next(it)
+        time.sleep(3.0)  # a reader that stalls for 3 s (180 frames at 60 fps = 190 MB raw)
+        got = collect(it, seconds=1.0)
+    idx = [f.index for _, f in got.frames]
+    gaps = sum(1 for a, b in zip(idx, idx[1:]) if b - a > 1)
+    assert gaps >= 1
+    assert max(s.frames_dropped for s in got.stats) > 60
+
+
+def test_capacity_is_enforced(client, server):
+    cap = server.runtime.config.max_sessions - server.runtime.active_sessions
+    streams = [client.perform(width=32, fps=24) for _ in range(cap)]
+    try:
+        for s in streams:
+            collect(s, max_frames=1)
+        extra = client.perform(width=32, fps=24)
+        with pytest.raises(grpc.RpcError) as err:
+            collect(extra, max_frames=1)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "capacity" in err.value.details()
+    finally:
+        for s in streams:
+            s.cancel()
+
+
+def test_half_close_ends_the_stream_after_queued_speech(client, npc_speech):
+    samples, _ = npc_speech
+    with client.perform(width=64, fps=30) as stream:
+        collect(stream, max_frames=1)
+        stream.send_audio(AudioChannel.NPC, samples, 16000, sample_index=int(0.3 * 16000))
+        stream.close_send()
+        got = collect(stream)  # until the server ends the stream
+    last_pts = got.frames[-1][1].pts_us / 1e6
+    assert last_pts >= 0.3 + len(samples) / 16000
+    types = [EVENT_FROM_PB[e.type] for e in got.events]
+    assert EventType.NPC_SPEECH_STARTED in types and EventType.NPC_SPEECH_ENDED in types
