@@ -9,7 +9,7 @@ from pathlib import Path
 from .errors import InvalidInputError
 from .types import PixelFormat
 
-SUPPORTED_FPS: tuple[int, ...] = (24, 25, 30, 60)
+SUPPORTED_FPS: tuple[int, ...] = (10, 12, 15, 20, 24, 25, 30, 60)  # < 24: level of detail
 MIN_SIZE, MAX_SIZE = 16, 1024
 DEFAULT_CHARACTER_ID = "default"
 

@@ -222,8 +222,10 @@ def test_emotion_tag_moves_mouth_corners_up(client, server):
         neutral = collect(stream, seconds=0.6).frames[-1][1]
         stream.set_state(Phase.IDLE, Emotion.HAPPY, 1.0, 200)
         happy = collect(stream, seconds=1.2).frames[-1][1]
-    marker.close()
-    assert corner_lift(rgba(happy)) > corner_lift(rgba(neutral)) + 0.03
+    try:
+        assert corner_lift(rgba(happy)) > corner_lift(rgba(neutral)) + 0.03
+    finally:
+        marker.close()
 
 
 def test_rig_frames_travel_with_video_frames(client):
