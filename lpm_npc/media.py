@@ -40,7 +40,7 @@ class Mp4Writer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.width, self.height = width, height
         self._tmp = tempfile.TemporaryDirectory(prefix="lpm-npc-")
-        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+        cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgba",
                "-s", f"{width}x{height}", "-r", str(fps), "-i", "-"]
         if audio is not None and len(audio):
             wav = Path(self._tmp.name) / "audio.wav"
@@ -50,12 +50,17 @@ class Mp4Writer:
                 "-movflags", "+faststart", str(self.path)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
 
-    def write(self, frame: np.ndarray) -> None:
-        rgb = composite(frame)
-        if rgb.shape[:2] != (self.height, self.width):
-            rgb = cv2.resize(rgb, (self.width, self.height), interpolation=cv2.INTER_AREA)
+    def write(self, frame: np.ndarray, opaque: bool = True) -> None:
+        """Append one (H, W, 3|4) uint8 frame. `opaque=False` composites alpha over a backdrop."""
+        if frame.shape[-1] == 3:
+            frame = np.concatenate([frame, np.full(frame.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+        elif not opaque:
+            rgb = composite(frame)
+            frame = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+        if frame.shape[:2] != (self.height, self.width):
+            frame = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA)
         assert self._proc.stdin is not None
-        self._proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
+        self._proc.stdin.write(np.ascontiguousarray(frame).data)
 
     def close(self) -> Path:
         assert self._proc.stdin is not None

@@ -282,8 +282,10 @@ def test_placement_append_and_late():
     assert (p1.start_s, p1.end_s, p1.late_s) == (1.0, 1.1, 0.0)
     p2 = m.push_npc_audio(a, now_s=1.02)
     assert p2.start_s == pytest.approx(1.1) and p2.late_s == 0.0
-    p3 = m.push_npc_audio(a, now_s=5.0, start_s=4.5)
-    assert p3.start_s == pytest.approx(5.0) and p3.late_s == pytest.approx(0.5)
+    p3 = m.push_npc_audio(a, now_s=5.0, start_s=4.5)  # wholly in the past: nothing left to show
+    assert p3.start_s == pytest.approx(5.0) and p3.end_s == pytest.approx(5.0) and p3.late_s == pytest.approx(0.5)
+    p3b = m.push_npc_audio(a, now_s=5.0, start_s=4.95)  # partly late: keeps its true time (sync)
+    assert p3b.start_s == pytest.approx(5.0) and p3b.end_s == pytest.approx(5.05) and p3b.late_s == pytest.approx(0.05)
     p4 = m.push_npc_audio(a, now_s=5.0, start_s=6.0)
     assert p4.start_s == pytest.approx(6.0) and p4.late_s == 0.0
     p5 = m.push_npc_audio(a, now_s=7.0)  # previous chunk ended in the past: starts now

@@ -101,6 +101,7 @@ class PerformanceModel:
                                            head_micro_deg=self.cfg.head_motion_deg), self.seed)
         self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x6E57]))
         self._npc = NpcTimeline()
+        self._last_late_event_s = -1e9
         self._player = PlayerListener(self.cfg.vad)
         self._designer_phase = Phase.IDLE
         self._emotion = Emotion.NEUTRAL
@@ -127,12 +128,16 @@ class PerformanceModel:
                        text: str = "") -> NpcPlacement:
         """Place NPC speech (16 kHz mono float32) on the NPC timeline; see NpcPlacement."""
         x = np.asarray(samples_16k, dtype=np.float32).reshape(-1)
-        start, late = self._npc.place(x.size, now_s, start_s)
+        start, skip, late = self._npc.place(x.size, now_s, start_s)
+        x = x[skip:]
         if x.size:
             self._npc.push(x, start)
-        if late > 0:
-            self._events.append(PerformanceEvent(EventType.AUDIO_LATE, now_s, f"{late * 1000:.0f} ms"))
-            log.debug("NPC chunk %.0f ms late, shifted to %.3f s", late * 1000, start / RATE)
+        if late > 0 and now_s - self._last_late_event_s >= 1.0:  # at most one event a second
+            self._last_late_event_s = now_s
+            self._events.append(PerformanceEvent(
+                EventType.AUDIO_LATE, now_s,
+                f"NPC audio arrived {late * 1000:.0f} ms after its time; its past part was skipped. "
+                "Send NPC audio ahead of playback (at least the lookahead)."))
         return NpcPlacement(start / RATE, (start + x.size) / RATE, late)
 
     def push_player_audio(self, samples_16k: np.ndarray, now_s: float) -> None:

@@ -119,29 +119,36 @@ class NpcTimeline:
     def end_s(self) -> float | None:
         return None if self._end is None else self._end / RATE
 
-    def place(self, n_samples: int, now_s: float, start_s: float | None) -> tuple[int, float]:
-        """Decide where a chunk lands: (start sample index, late_s)."""
+    def place(self, n_samples: int, now_s: float, start_s: float | None) -> tuple[int, int, float]:
+        """Decide where a chunk lands: (start sample index, samples to skip, late_s).
+
+        A chunk whose explicit time has partly passed keeps its time: the past part is skipped
+        (its frames are already out) and the rest stays in sync with the game's playback.
+        Shifting it instead would push every later chunk back and lose sync for good.
+        """
         now = int(round(now_s * RATE))
         late = 0.0
+        skip = 0
         if start_s is None:
             start = now if self._end is None else max(self._end, now)
         else:
             start = int(round(start_s * RATE))
             if start < now:
                 late = (now - start) / RATE
+                skip = min(n_samples, now - start)
                 start = now
             if self._end is not None and start < self._end:
                 if self._end - start > CONTIGUOUS_TOL_S * RATE:
-                    log.warning("NPC chunk at %.3f s overlaps queued audio ending %.3f s; appended after it",
-                                start / RATE, self._end / RATE)
+                    log.debug("NPC chunk at %.3f s overlaps queued audio ending %.3f s; appended after it",
+                              start / RATE, self._end / RATE)
                 start = self._end
             elif self._end is not None and start - self._end <= CONTIGUOUS_TOL_S * RATE:
                 start = self._end
-        if (start + n_samples) / RATE - now_s > MAX_AHEAD_S:
+        if (start + n_samples - skip) / RATE - now_s > MAX_AHEAD_S:
             raise InvalidInputError(
-                f"NPC audio queued {(start + n_samples) / RATE - now_s:.1f} s ahead of playback "
+                f"NPC audio queued {(start + n_samples - skip) / RATE - now_s:.1f} s ahead of playback "
                 f"(max {MAX_AHEAD_S:.0f} s): push it closer to when it plays")
-        return start, late
+        return start, skip, late
 
     def push(self, samples: np.ndarray, start: int) -> None:
         """Feed a placed chunk (16 kHz float32) starting at global sample `start`."""

@@ -137,11 +137,6 @@ class PerformSession:
                 placement = self.model.push_npc_audio(samples16, now_s=now_s, start_s=start_s, text=text)
                 self._pending_npc.append(_PendingChunk(placement.start_s,
                                                        arrived_at if arrived_at is not None else time.monotonic()))
-                if placement.late_s > 0.0005:
-                    events.append(PerformanceEvent(
-                        EventType.AUDIO_LATE, now_s,
-                        f"NPC audio arrived {placement.late_s * 1000:.0f} ms after its time; "
-                        "shifted to now. Send NPC audio ahead of playback (>= the lookahead)."))
             else:
                 self.model.push_player_audio(samples16, now_s=now_s)
         self._audio_seconds += time.perf_counter() - t0
