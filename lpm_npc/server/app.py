@@ -27,6 +27,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcService"].full_name
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     """Message limits and keepalive settings for hour-long streams."""
     return [
+        # Two sidecars must never silently share a port (gRPC enables SO_REUSEPORT by default).
+        ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
@@ -72,7 +74,10 @@ async def start_server(config: ServerConfig, runtime: Runtime | None = None) -> 
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
     address = f"{config.host}:{config.port}"
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
         raise OSError(f"could not bind {address}: is another server using the port?")
     await server.start()

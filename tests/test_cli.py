@@ -1,0 +1,114 @@
+"""The command line as a user runs it: render an MP4 with muxed audio, serve and stop on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lpm_npc.media import ffmpeg_exe
+
+
+def _streams(path) -> str:
+    """ffmpeg's description of a media file's streams."""
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+
+
+def _run_cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lpm_npc", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture()
+def cli_env(cache_dir, monkeypatch):
+    import os
+
+    return dict(os.environ, LPM_NPC_CACHE=str(cache_dir))
+
+
+def test_render_writes_mp4_with_npc_audio_from_awkward_wav(tmp_path, npc_speech, cli_env):
+    samples, _ = npc_speech
+    from lpm_npc.audio.pcm import resample
+
+    x48 = resample(samples[:24000], 16000, 48000)
+    wav = tmp_path / "line.wav"
+    sf.write(wav, np.stack([x48, 0.5 * x48], axis=1), 48000, subtype="PCM_24")  # 48 kHz stereo 24-bit
+    out = tmp_path / "preview.mp4"
+    result = _run_cli("render", "--npc-audio", str(wav), "--emotion", "happy", "--size", "128", "-o", str(out),
+                      env=cli_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = _streams(out)
+    assert re.search(r"Stream .*Video: h264.*128x128", info), info
+    assert re.search(r"Stream .*Audio: aac", info), info
+    duration = re.search(r"Duration: (\d+):(\d+):([\d.]+)", info)
+    seconds = int(duration.group(2)) * 60 + float(duration.group(3))
+    assert 0.5 + 1.5 <= seconds <= 0.5 + 1.5 + 1.5
+
+
+def test_render_reports_a_picture_without_a_face(tmp_path, npc_speech, cli_env):
+    samples, _ = npc_speech
+    wav = tmp_path / "line.wav"
+    sf.write(wav, samples[:8000], 16000)
+    img = tmp_path / "wall.png"
+    cv2.imwrite(str(img), np.full((300, 300, 3), 128, np.uint8))
+    result = _run_cli("render", "--portrait", str(img), "--npc-audio", str(wav), "-o", str(tmp_path / "x.mp4"),
+                      env=cli_env)
+    assert result.returncode == 2
+    assert "no human face" in result.stderr
+
+
+def test_render_reports_an_unreadable_wav(tmp_path, cli_env):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    result = _run_cli("render", "--npc-audio", str(bad), "-o", str(tmp_path / "x.mp4"), env=cli_env)
+    assert result.returncode == 2
+    assert "audio" in result.stderr.lower()
+
+
+def test_serve_stops_cleanly_on_sigterm(cache_dir):
+    from lpm_npc.sidecar import Sidecar
+
+    sidecar = Sidecar(cache_dir=cache_dir)
+    try:
+        client = sidecar.wait_ready(timeout=120)
+        stream = client.perform(width=64, fps=30)
+        first = next(iter(stream))
+        assert first.WhichOneof("msg") == "started"
+        t = time.monotonic()
+        sidecar.proc.send_signal(signal.SIGTERM)
+        # the open stream is told to resume elsewhere, then ends; the process exits 0
+        kinds = []
+        try:
+            for msg in stream:
+                kinds.append(msg.event.type if msg.WhichOneof("msg") == "event" else None)
+        except Exception:
+            pass
+        code = sidecar.proc.wait(30)
+        elapsed = time.monotonic() - t
+        client.close()
+    finally:
+        sidecar.stop()
+    from lpm_npc.v1 import lpm_npc_pb2 as pb
+
+    assert code == 0
+    assert pb.Event.TYPE_SERVER_DRAINING in kinds
+    assert elapsed < 5.0 + 5.0  # the drain budget plus start-up slack
+
+
+def test_serve_refuses_a_busy_port(cache_dir):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        result = _run_cli("serve", "--port", str(port), "--cache-dir", str(cache_dir), timeout=120)
+    assert result.returncode == 2
+    assert "could not bind" in result.stderr or "address" in result.stderr.lower()
