@@ -380,3 +380,39 @@ def test_half_close_ends_the_stream_after_queued_speech(client, npc_speech):
     assert last_pts >= 0.3 + len(samples) / 16000
     types = [EVENT_FROM_PB[e.type] for e in got.events]
     assert EventType.NPC_SPEECH_STARTED in types and EventType.NPC_SPEECH_ENDED in types
+
+
+def test_stereo_48k_npc_audio_over_the_stream(client, npc_speech):
+    from lpm_npc.audio.pcm import resample
+
+    samples, _ = npc_speech
+    x48 = resample(samples, 16000, 48000)
+    stereo = np.stack([x48, x48 * 0.7], axis=1).reshape(-1)  # interleaved L R
+    pcm = (np.clip(stereo, -1, 1) * 32767).astype("<i2").tobytes()
+    with client.perform(width=64, fps=30) as stream:
+        collect(stream, max_frames=2)
+        step = 48000 * 2 * 2 // 25  # 40 ms of 48 kHz stereo s16
+        for k, i in enumerate(range(0, len(pcm), step)):
+            stream.send_audio(AudioChannel.NPC, pcm[i:i + step], 48000, num_channels=2,
+                              sample_index=int(0.5 * 48000) + k * (step // 4))
+        got = collect(stream, seconds=2.0)
+    assert not got.errors, [e.message for e in got.errors]
+    assert EventType.NPC_SPEECH_STARTED in [EVENT_FROM_PB[e.type] for e in got.events]
+
+
+def test_resume_token_continues_the_emotion(client):
+    idx = None
+    with client.perform(width=64, fps=30, send_rig=True) as stream:
+        first = collect(stream, max_frames=1)
+        idx = list(first.started.rig_channel_names).index("frown")
+        stream.set_state(Phase.IDLE, Emotion.SAD, 1.0, 100)
+        sad = collect(stream, seconds=1.0)
+        token = first.started.resume_token
+    assert sad.rigs[-1].weights[idx] > 0.2
+    time.sleep(0.3)  # the server stores the state when the stream closes
+    with client.perform(width=64, fps=30, send_rig=True, resume_token=token) as stream:
+        resumed = collect(stream, max_frames=3)
+    with client.perform(width=64, fps=30, send_rig=True) as stream:
+        fresh = collect(stream, max_frames=3)
+    assert resumed.rigs[0].weights[idx] > 0.2
+    assert fresh.rigs[0].weights[idx] < 0.1
