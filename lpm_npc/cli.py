@@ -67,6 +67,13 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soak(args: argparse.Namespace) -> int:
+    from .soak import run_soak
+
+    run_soak(minutes=args.minutes, size=args.size)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lpm-npc", description="Real-time performance server for game NPC faces.")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -105,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--fps", type=int, default=30)
     b.add_argument("--json", default=None)
     b.set_defaults(func=_bench)
+
+    k = sub.add_parser("soak", help="simulate a long session faster than real time; print memory per minute")
+    k.add_argument("--minutes", type=float, default=10.0)
+    k.add_argument("--size", type=int, default=96)
+    k.set_defaults(func=_soak)
     return p
 
 

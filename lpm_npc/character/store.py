@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -154,7 +155,9 @@ class CharacterStore:
             image = decode_image(portrait)
             refs = [decode_image(r) for r in extra_references]
             rig = build_rig(image, self._get_landmarker(), refs)
-            rig.save(path)
+            tmp = path.with_name(path.name + ".tmp")
+            rig.save(tmp)
+            os.replace(tmp, path)  # atomic: a crash never leaves a half-written rig behind
             info = CharacterInfo(
                 character_id=cid,
                 display_name=display_name or cid,
@@ -164,7 +167,9 @@ class CharacterStore:
                 face_score=float(rig.face_score),
                 builtin=cid == DEFAULT_CHARACTER_ID,
             )
-            self._meta_path(cid).write_text(json.dumps(asdict(info)))
+            meta_tmp = self._meta_path(cid).with_suffix(".json.tmp")
+            meta_tmp.write_text(json.dumps(asdict(info)))
+            os.replace(meta_tmp, self._meta_path(cid))
             self._remember(cid, rig)
             log.info("character %s registered (face score %.2f)", cid, info.face_score)
             return info, False
