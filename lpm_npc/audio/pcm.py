@@ -38,8 +38,8 @@ def decode_pcm16(data: bytes, sample_rate: int, num_channels: int = 1) -> np.nda
     frame_bytes = 2 * num_channels
     if len(data) % frame_bytes:
         raise AudioFormatError(
-            f"PCM chunk of {len(data)} bytes is not a whole number of {num_channels}-channel s16le "
-            f"frames ({frame_bytes} bytes each); a chunk must not split a sample")
+            f"PCM chunk of {len(data)} bytes has an odd length: it is not a whole number of "
+            f"{num_channels}-channel s16le frames ({frame_bytes} bytes each); a chunk must not split a sample")
     pcm = np.frombuffer(data, dtype="<i2").astype(np.float32) * (1.0 / 32768.0)
     if num_channels == 2:
         pcm = pcm.reshape(-1, 2).mean(axis=1)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lpm_npc.render.contour import LocalFrame, box_of, interp_heights, ramp, smoothstep
+from lpm_npc.render.contour import LocalFrame, height_table, lookup, ramp, smoothstep
 
 
 def lid_colours(image: np.ndarray, landmarks: np.ndarray, eye_upper: np.ndarray) -> np.ndarray:
@@ -83,79 +83,117 @@ def build_eye_textures(image: np.ndarray, landmarks: np.ndarray, eye_upper: np.n
 
 
 @dataclass
-class EyeInputs:
-    """Per-frame data of one eye (output pixels unless noted)."""
+class EyeFrame:
+    """Per-frame data of both eyes (row 0 = character's left eye), output pixels unless noted."""
 
-    upper: torch.Tensor         # (B, 9, 2) current upper lid
-    upper_open: torch.Tensor    # (B, 9, 2) the upper lid without blink (where the lid starts to cover from)
-    lower: torch.Tensor         # (B, 9, 2) current lower lid
-    rest_a: torch.Tensor        # (2,) rest corner a, crop px
-    rest_b: torch.Tensor        # (2,) rest corner b, crop px
-    gaze_offset: torch.Tensor   # (B, 2) iris shift in crop px
-    to_crop_scale: float        # crop px per output px
-    to_crop_offset: tuple[float, float]  # output px -> square px offset (ox, oy)
-    eye_height: float           # rest eye opening height, output px
-    lid_colour: torch.Tensor    # (2, 3) lid skin and lash line colours
+    upper: torch.Tensor         # (2, B, 9, 2) current upper lids
+    upper_open: torch.Tensor    # (2, B, 9, 2) upper lids without blink (where the lid starts to cover from)
+    lower: torch.Tensor         # (2, B, 9, 2) current lower lids
+    blink: torch.Tensor         # (2, B) blink channel per eye
+    gaze_offset: torch.Tensor   # (2, B, 2) iris shift in crop px
+    eye_heights: tuple[float, float]  # rest eye opening heights, output px
 
 
-def composite_eye(out: torch.Tensor, e: EyeInputs, plate: torch.Tensor, iris_rgba: torch.Tensor,
-                  crop_size: int) -> None:
-    """Composite one eye into out (B,4,H,W) float 0..255 in place. plate (1,3,S,S), iris_rgba (1,4,S,S)."""
-    B, _, H, W = out.shape
-    box = box_of(torch.cat([e.upper, e.upper_open, e.lower], 1), margin=3.0 + 0.8 * e.eye_height, width=W, height=H)
-    if box is None:
+def _gate(e: EyeFrame) -> torch.Tensor:
+    """(2, B) layer weight: 0 when the lid is up and the gaze is centred (then the warp alone is exact)."""
+    return (12.0 * e.blink + 2.0 * e.gaze_offset.norm(dim=-1)).clamp(0.0, 1.0)
+
+
+def eye_boxes(e: EyeFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (2, 4) x0, y0, x1, y1 in output px around each eye over the batch, and the gates' max (2,)."""
+    pts = torch.cat([e.upper, e.upper_open, e.lower], 2)   # (2, B, 27, 2)
+    lo = pts.amin(dim=(1, 2))
+    hi = pts.amax(dim=(1, 2))
+    margin = torch.tensor([3.0 + 0.8 * h for h in e.eye_heights], device=pts.device)[:, None]
+    return torch.cat([lo - margin, hi + margin + 1.0], 1), _gate(e).amax(1)
+
+
+def composite_eyes(canvas: torch.Tensor, origin: tuple[int, int], e: EyeFrame, boxes: list[list[float]],
+                   gates_on: list[float], plate: torch.Tensor, iris_rgba: torch.Tensor, rest: torch.Tensor,
+                   eye_upper: torch.Tensor, to_crop_scale: float, to_crop_offset: tuple[float, float],
+                   lid_colour: torch.Tensor, crop_size: int) -> None:
+    """Composite both eyes into canvas (B, 4, h, w) float 0..255 in place; canvas pixel (0, 0) is `origin`.
+
+    Both eyes are processed as one batch of 2B same-sized crops. Inside the current lid opening the
+    iris-free plate is sampled rigidly (similarity from the eye corners) with the iris shifted by the
+    gaze; as the lid comes down, the warped lid skin above the opening (already stretched over the eye
+    by the blink basis) is softened toward the lid colour with a gradient, and a faint lash line marks
+    the lid edge. Everything is scaled by the per-eye gate, so at gate 0 the warp is left untouched.
+    """
+    B, _, Hc, Wc = canvas.shape
+    rx0, ry0 = origin
+    dev = canvas.device
+    ib = [[int(np.floor(b[0])), int(np.floor(b[1])), int(np.ceil(b[2])), int(np.ceil(b[3]))] for b in boxes]
+    w = min(Wc, max(b[2] - b[0] for b in ib))
+    h = min(Hc, max(b[3] - b[1] for b in ib))
+    if w < 2 or h < 2:
         return
-    x0, y0, x1, y1 = box
-    fr = LocalFrame(e.upper[:, 0], e.upper[:, -1])
-    uu, vu_pts = fr.uv_points(e.upper)
-    ul, vl_pts = fr.uv_points(e.lower)
-    _, vo_pts = fr.uv_points(e.upper_open)
-    dev = out.device
-    xs = torch.arange(x0, x1, device=dev, dtype=torch.float32)
-    ys = torch.arange(y0, y1, device=dev, dtype=torch.float32)
+    org = []
+    for b in ib:
+        x0 = min(max(b[0] - rx0, 0), Wc - w)
+        y0 = min(max(b[1] - ry0, 0), Hc - h)
+        org.append((x0, y0))
+    n = 2 * B
+    ar_w = torch.arange(w, device=dev, dtype=torch.float32)
+    ar_h = torch.arange(h, device=dev, dtype=torch.float32)
+    xs = torch.stack([ar_w + (x0 + rx0) for x0, _ in org]).repeat_interleave(B, 0)    # (2B, w)
+    ys = torch.stack([ar_h + (y0 + ry0) for _, y0 in org]).repeat_interleave(B, 0)    # (2B, h)
+    upper = e.upper.reshape(n, -1, 2)
+    lower = e.lower.reshape(n, -1, 2)
+    upper_open = e.upper_open.reshape(n, -1, 2)
+    fr = LocalFrame(upper[:, 0], upper[:, -1])
+    uu, vu_pts = fr.uv_points(upper)
+    ul, vl_pts = fr.uv_points(lower)
+    uo, vo_pts = fr.uv_points(upper_open)
+    table = height_table(torch.stack([uu, ul, uo], 1), torch.stack([vu_pts, vl_pts, vo_pts], 1))
     u, v = fr.uv_box(xs, ys)
-    vu = interp_heights(uu, vu_pts, u)
-    vl = interp_heights(ul, vl_pts, u)
-    vo = interp_heights(uu, vo_pts, u)
-    in_u = ((1.0 - u.abs()) * 30).clamp(0, 1)
+    hts = lookup(table, u)
+    vu, vl, vo = hts[:, 0], hts[:, 1], hts[:, 2]
+    eh = torch.tensor(e.eye_heights, device=dev).repeat_interleave(B)[:, None, None]  # (2B, 1, 1)
+    au = u.abs()
+    in_u = ((1.0 - au) * 30.0).clamp(0.0, 1.0)
     opening = ramp(v - vu, 0.9) * ramp(vl - v, 0.9) * in_u
-    # the lid: skin from a little above the open lid line down to the current lid edge, with a lash line
-    eh = e.eye_height
-    lid_top = vo - 0.3 * eh
-    covered = smoothstep((v - lid_top) / (0.45 * eh + 1.0)) * ramp(vu - v + 0.45, 0.9) * in_u * 0.92
     closing = ((vu - vo) / (0.35 * eh + 0.5)).clamp(0.0, 1.0)  # 0 while the lid is up
-    covered = covered * closing
-    lid_rgb = e.lid_colour[0][None, :, None, None] * (1.0 - 0.08 * ramp(v - lid_top, eh + 1.0))[:, None]
-    lash = torch.exp(-(((vu - v) / (0.09 * eh + 0.6)) ** 2)) * (1.0 - 0.35 * u.abs() ** 2)
-    lid_rgb = lid_rgb + (e.lid_colour[1][None, :, None, None] - lid_rgb) * (0.85 * lash)[:, None]
+    # the lid: warped lid skin from a little above the open lid line down to the current lid edge,
+    # blended toward the lid colour more strongly near the edge (a soft gradient, no hard top)
+    lid_top = vo - 0.3 * eh
+    depth = ((v - lid_top) / (vu - lid_top).clamp_min(1.0)).clamp(0.0, 1.0)
+    edge_in = ramp(vu - v + 0.5, 1.0)
+    side = smoothstep((1.0 - au) / 0.35)
+    skin_w = (0.6 * closing * side * edge_in) * smoothstep(depth)
+    lash_w = (0.45 * closing * side) * torch.exp(-(((vu - v) / (0.07 * eh + 0.6)) ** 2))
     # similarity: current frame -> rest frame, in crop px
-    s = e.to_crop_scale
-    ox, oy = e.to_crop_offset
-    a_c = (e.upper[:, 0] + torch.tensor([ox, oy], device=dev)) * s          # (B,2)
-    b_c = (e.upper[:, -1] + torch.tensor([ox, oy], device=dev)) * s
+    s = to_crop_scale
+    offs = torch.tensor(to_crop_offset, device=dev)
+    a_c = (upper[:, 0] + offs) * s
+    b_c = (upper[:, -1] + offs) * s
+    rest_a = rest[eye_upper[:, 0], :2].repeat_interleave(B, 0)
+    rest_b = rest[eye_upper[:, -1], :2].repeat_interleave(B, 0)
     cur = b_c - a_c
-    rest = (e.rest_b - e.rest_a)[None]
-    # complex division rest/cur gives rotation+scale taking current vectors to rest vectors
+    rv = rest_b - rest_a
     denom = (cur * cur).sum(-1).clamp_min(1e-6)
-    re = (rest[:, 0] * cur[:, 0] + rest[:, 1] * cur[:, 1]) / denom
-    im = (rest[:, 1] * cur[:, 0] - rest[:, 0] * cur[:, 1]) / denom
-    px = (xs[None, None, :] + ox) * s - a_c[:, 0, None, None]
-    py = (ys[None, :, None] + oy) * s - a_c[:, 1, None, None]
-    sx = re[:, None, None] * px - im[:, None, None] * py + e.rest_a[0]
-    sy = im[:, None, None] * px + re[:, None, None] * py + e.rest_a[1]
+    re = ((rv[:, 0] * cur[:, 0] + rv[:, 1] * cur[:, 1]) / denom)[:, None, None]
+    im = ((rv[:, 1] * cur[:, 0] - rv[:, 0] * cur[:, 1]) / denom)[:, None, None]
+    px = ((xs + offs[0]) * s - a_c[:, 0, None])[:, None, :]
+    py = ((ys + offs[1]) * s - a_c[:, 1, None])[:, :, None]
     norm = 2.0 / (crop_size - 1)
-    g_plate = torch.stack([sx * norm - 1, sy * norm - 1], -1)
-    g_iris = torch.stack([(sx - e.gaze_offset[:, 0, None, None]) * norm - 1,
-                          (sy - e.gaze_offset[:, 1, None, None]) * norm - 1], -1)
-    pl = F.grid_sample(plate.expand(B, -1, -1, -1), g_plate, mode="bilinear", padding_mode="border",
-                       align_corners=True)
-    ir = F.grid_sample(iris_rgba.expand(B, -1, -1, -1), g_iris, mode="bilinear", padding_mode="zeros",
-                       align_corners=True)
-    ia = ir[:, 3:4]
-    colour = pl + (ir[:, :3] - pl) * ia
-    # shadow cast by the upper lid, stronger as the lid comes down
-    lid = 1.0 - 0.28 * torch.exp(-(v - vu).clamp_min(0) / (0.18 * e.eye_height + 0.5))
-    colour = colour * lid[:, None]
-    region = out[:, :3, y0:y1, x0:x1]
-    region = region + (lid_rgb - region) * covered[:, None]
-    out[:, :3, y0:y1, x0:x1] = region + (colour - region) * opening[:, None]
+    sx = (re * px - im * py + rest_a[:, 0, None, None]) * norm - 1
+    sy = (im * px + re * py + rest_a[:, 1, None, None]) * norm - 1
+    g = e.gaze_offset.reshape(n, 2) * norm
+    pl = F.grid_sample(plate.expand(n, -1, -1, -1), torch.stack([sx, sy], -1), mode="bilinear",
+                       padding_mode="border", align_corners=True)
+    ir = F.grid_sample(iris_rgba.expand(n, -1, -1, -1),
+                       torch.stack([sx - g[:, 0, None, None], sy - g[:, 1, None, None]], -1),
+                       mode="bilinear", padding_mode="zeros", align_corners=True)
+    colour = pl + (ir[:, :3] - pl) * ir[:, 3:4]
+    # shadow cast by the lid as it comes down
+    colour = colour * (1.0 - 0.25 * closing * torch.exp(-(v - vu).clamp_min(0) / (0.18 * eh + 0.5)))[:, None]
+    crops = torch.cat([canvas[:, :3, y0:y0 + h, x0:x0 + w] for x0, y0 in org])
+    lc = lid_colour.repeat_interleave(B, 0)                  # (2B, 2, 3)
+    lid = crops + (lc[:, 0, :, None, None] - crops) * skin_w[:, None]
+    lid = lid + (lc[:, 1, :, None, None] - lid) * lash_w[:, None]
+    new = lid + (colour - lid) * opening[:, None]
+    gate = _gate(e).reshape(n)[:, None, None, None]
+    new = crops + (new - crops) * gate
+    for i, (x0, y0) in enumerate(org):
+        canvas[:, :3, y0:y0 + h, x0:x0 + w] = new[i * B:(i + 1) * B]

@@ -1,17 +1,24 @@
 """Warp renderer: motion vector -> RGBA frames from the character's reference image.
 
 Per frame (all matmul / gather / grid_sample, batchable):
-  motion -> coefficient terms -> vertex displacements (basis matmul) + head rotation of the 3D
-  landmarks -> coarse forward displacement field (gather + barycentric weights) -> backward map by
-  fixed-point inversion at coarse resolution -> upsample -> one grid_sample of RGB+matte ->
-  eye layer (lids over a still eye, gaze) -> mouth interior layer.
+  motion -> coefficient terms (one small matmul) -> vertex displacements (basis matmul) + head
+  rotation of the 3D landmarks (yaw/pitch parallax softly capped, then roll) -> coarse forward
+  displacement field (sparse pixels x vertices matmul) -> backward map by Newton inversion at
+  coarse resolution -> upsample -> one grid_sample of RGB+matte -> eye layer (lids over a still
+  eye, gaze) -> mouth interior layer.
+
+Only the part of the frame that moves is resampled: every output size has a cached still frame
+(the reference resampled once), and per frame the renderer warps the bounding box of the pixels
+whose backward map differs from the identity plus the boxes of active layers, then pastes that
+box into a copy of the still frame. Pixels outside the box are exactly what the full warp would
+give there (the identity map).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -21,16 +28,20 @@ import torch.nn.functional as F
 from lpm_npc.character.geometry import TERM_INDEX, TERMS
 from lpm_npc.character.rig import CharacterRig
 from lpm_npc.errors import InvalidInputError
-from lpm_npc.performance.motion import CHANNEL_INDEX, NUM_CHANNELS, clip_motion
-from lpm_npc.render.eyes import EyeInputs, build_eye_textures, composite_eye, lid_colours
-from lpm_npc.render.mouth import MouthInputs, composite_mouth
+from lpm_npc.performance.motion import CHANNEL_INDEX, MOTION_CHANNELS, NUM_CHANNELS, clip_motion
+from lpm_npc.render.eyes import EyeFrame, build_eye_textures, composite_eyes, eye_boxes, lid_colours
+from lpm_npc.render.mouth import MouthFrame, composite_mouth, mouth_box
 
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 16
 MAX_SIDE = 1024
-FIXED_POINT_STEPS = 2
+NEWTON_STEPS = 3
 GAZE_RANGE = (0.75, 0.45)  # iris travel at |gaze| = 1, in iris radii (x, y)
+# yaw/pitch parallax per vertex is softly capped at this share of the face width: realistic head
+# motion (|yaw| <= 8, |pitch| <= 6 degrees) stays nearly linear, large angles degrade gracefully
+HEAD_CAP = 0.15
+ACTIVE_EPS = 0.02  # px of backward displacement below which a coarse grid point counts as still
 
 
 @dataclass
@@ -47,9 +58,10 @@ class PreparedRig:
     head_weight: torch.Tensor        # (V, 1)
     pivot: torch.Tensor              # (3,)
     grid_size: int
-    grid_vertex: torch.Tensor        # (G*G*3,) long
-    grid_bary: torch.Tensor          # (G*G, 3, 1)
+    field_matrix: torch.Tensor       # sparse CSR (G*G, V): barycentric weights of the coarse grid points
     base_grid: torch.Tensor          # (1, G, G, 2) crop px of the coarse grid points
+    helper_ids: torch.Tensor         # (M,) long: inner upper lip + upper lids (posed without expression/blink)
+    helper_basis: torch.Tensor       # (K, M*2)
     mouth_upper: torch.Tensor        # (11,) long
     mouth_lower: torch.Tensor        # (11,) long
     eye_upper: torch.Tensor          # (2, 9) long
@@ -59,6 +71,8 @@ class PreparedRig:
     colours: torch.Tensor            # (5, 3)
     lid_colours: torch.Tensor        # (2, 2, 3) per eye: lid skin, lash line
     mouth_width: float
+    face_width: float
+    still: dict = field(default_factory=dict)  # (N, width, height, alpha) -> cached still frame
 
 
 class Renderer(Protocol):
@@ -70,23 +84,62 @@ class Renderer(Protocol):
                alpha_matte: bool = False) -> np.ndarray: ...
 
 
-def motion_to_terms(m: torch.Tensor) -> torch.Tensor:
-    """(B, NUM_CHANNELS) motion -> (B, len(TERMS)) coefficients of the geometry basis."""
-    c = {name: m[:, i] for name, i in CHANNEL_INDEX.items()}
-    press = c["lips_press"]
-    out = torch.zeros(m.shape[0], len(TERMS), dtype=m.dtype, device=m.device)
-    out[:, TERM_INDEX["bias"]] = 1.0
-    out[:, TERM_INDEX["jaw_eff"]] = c["jaw_open"] * (1 - press)
-    out[:, TERM_INDEX["round_open"]] = c["mouth_round"] * (1 - press) * (1 - c["jaw_open"]).clamp_min(0)
+# ---------------------------------------------------------------- motion -> terms
+_PRODUCTS: tuple[tuple[str, ...], ...] = (
+    ("jaw_open", "lips_press"), ("mouth_round", "lips_press"), ("mouth_round", "jaw_open"),
+    ("mouth_round", "lips_press", "jaw_open"),
+    ("blink_l", "squint"), ("blink_r", "squint"), ("blink_l", "eye_wide"), ("blink_r", "eye_wide"),
+    ("smile", "blink_l"), ("smile", "blink_r"),
+)
+
+
+def _term_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Index table (P, 3) into [1, motion] for the product features and the (1+C+P, K) mixing matrix."""
+    C, K = NUM_CHANNELS, len(TERMS)
+    idx = np.zeros((len(_PRODUCTS), 3), np.int64)
+    for i, names in enumerate(_PRODUCTS):
+        for j, n in enumerate(names):
+            idx[i, j] = CHANNEL_INDEX[n] + 1
+    M = np.zeros((1 + C + len(_PRODUCTS), K), np.float32)
+    ch = lambda n: 1 + CHANNEL_INDEX[n]  # noqa: E731
+    pr = lambda *n: 1 + C + _PRODUCTS.index(tuple(n))  # noqa: E731
+    M[0, TERM_INDEX["bias"]] = 1.0
+    M[ch("jaw_open"), TERM_INDEX["jaw_eff"]] = 1.0
+    M[pr("jaw_open", "lips_press"), TERM_INDEX["jaw_eff"]] = -1.0
+    # round * (1 - press) * (1 - jaw)
+    M[ch("mouth_round"), TERM_INDEX["round_open"]] = 1.0
+    M[pr("mouth_round", "lips_press"), TERM_INDEX["round_open"]] = -1.0
+    M[pr("mouth_round", "jaw_open"), TERM_INDEX["round_open"]] = -1.0
+    M[pr("mouth_round", "lips_press", "jaw_open"), TERM_INDEX["round_open"]] = 1.0
     for name in ("mouth_round", "mouth_spread", "lips_press", "smile", "frown", "upper_lip_raise", "brow_up",
                  "brow_inner_up", "brow_down", "blink_l", "blink_r", "eye_wide", "squint", "nose_wrinkle"):
-        out[:, TERM_INDEX[name]] = c[name]
+        M[ch(name), TERM_INDEX[name]] = 1.0
     for side in ("l", "r"):
-        b = c[f"blink_{side}"]
-        out[:, TERM_INDEX[f"blink_{side}_squint"]] = b * c["squint"]
-        out[:, TERM_INDEX[f"blink_{side}_wide"]] = b * c["eye_wide"]
-        out[:, TERM_INDEX[f"smile_blink_{side}"]] = b * c["smile"]
-    return out
+        M[pr(f"blink_{side}", "squint"), TERM_INDEX[f"blink_{side}_squint"]] = 1.0
+        M[pr(f"blink_{side}", "eye_wide"), TERM_INDEX[f"blink_{side}_wide"]] = 1.0
+        M[pr("smile", f"blink_{side}"), TERM_INDEX[f"smile_blink_{side}"]] = 1.0
+    return idx, M
+
+
+_PROD_IDX, _TERM_MATRIX = _term_tables()
+_TERM_CACHE: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+# terms that vanish when both lids are up (the 'open lid' helper pose)
+_BLINK_TERMS = [TERM_INDEX[n] for n in TERMS if n.startswith("blink_") or n.startswith("smile_blink_")]
+assert MOTION_CHANNELS[-5:] == ("gaze_x", "gaze_y", "head_yaw", "head_pitch", "head_roll")
+
+
+def motion_to_terms(m: torch.Tensor) -> torch.Tensor:
+    """(B, NUM_CHANNELS) motion -> (B, len(TERMS)) coefficients of the geometry basis."""
+    key = str(m.device)
+    tabs = _TERM_CACHE.get(key)
+    if tabs is None:
+        tabs = (torch.as_tensor(_PROD_IDX, device=m.device).view(-1),
+                torch.as_tensor(_TERM_MATRIX, device=m.device))
+        _TERM_CACHE[key] = tabs
+    idx, M = tabs
+    ext = torch.cat([torch.ones_like(m[:, :1]), m], 1)
+    prods = ext.index_select(1, idx).view(m.shape[0], -1, 3).prod(-1)
+    return torch.cat([ext, prods], 1) @ M
 
 
 def rotation_matrices(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
@@ -101,6 +154,35 @@ def rotation_matrices(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor
     # roll > 0: clockwise on screen
     Rz = torch.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], -1).view(-1, 3, 3)
     return Rz @ Ry @ Rx
+
+
+class _Pose:
+    """Per-frame head pose terms shared by every deformation of the frame."""
+
+    def __init__(self, motion: torch.Tensor, cap: float):
+        ang = torch.deg2rad(motion[:, -3:])           # yaw, pitch, roll
+        c, s = torch.cos(ang), torch.sin(ang)
+        cy, cp, cr = c.unbind(1)
+        sy, sp, sr = s.unbind(1)
+        zero = torch.zeros_like(cy)
+        # parallax of (Ry @ Rx - I), rows x, y only: rel (V, 3) @ A (3, 2)
+        self.A = torch.stack([cy - 1, zero, -sy * sp, cp - 1, -sy * cp, -sp], -1).view(-1, 3, 2)
+        self.roll = torch.stack([cr - 1, sr, -sr, cr - 1], -1).view(-1, 2, 2)  # row-vector form of Rz - I
+        self.cap = cap
+
+
+def _deform(terms: torch.Tensor, basis: torch.Tensor, rest: torch.Tensor, hw: torch.Tensor, pivot: torch.Tensor,
+            pose: _Pose) -> torch.Tensor:
+    """Posed 2D positions (B, V, 2) of vertices `rest` (V, 3) under `terms` and the head pose."""
+    B = terms.shape[0]
+    pe = rest[None, :, :2] + (terms @ basis).view(B, -1, 2)
+    rel = torch.cat([pe, rest[None, :, 2:].expand(B, -1, -1)], 2) - pivot
+    par = (rel @ pose.A) * hw
+    # soft cap: |d| / (1 + (|d| / cap)^4)^(1/4)
+    mag2 = (par * par).sum(-1, keepdim=True) * (1.0 / (pose.cap * pose.cap))
+    par = par * (1.0 + mag2 * mag2).pow(-0.25)
+    p1 = pe + par
+    return p1 + ((p1 - pivot[:2]) @ pose.roll) * hw
 
 
 class TorchRenderer:
@@ -136,16 +218,25 @@ class TorchRenderer:
             up = rig.landmarks[g.eye_upper[row], 1]
             lo = rig.landmarks[g.eye_lower[row], 1]
             eye_h.append(float(np.max(lo - up)))
+        V = g.vertices.shape[0]
+        rows = np.repeat(np.arange(G * G), 3)
+        with warnings.catch_warnings():  # sparse CSR is 'beta' in torch; the matmul used here is stable
+            warnings.simplefilter("ignore")
+            W = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, g.grid_vertex.reshape(-1)]), dtype=torch.long),
+                                        torch.as_tensor(g.grid_bary.reshape(-1), dtype=torch.float32),
+                                        (G * G, V)).coalesce().to_sparse_csr().to(dev)
+        helper = np.concatenate([g.mouth_upper, g.eye_upper.reshape(-1)]).astype(np.int64)
+        K = g.basis.shape[0]
         f32 = dict(dtype=torch.float32, device=dev)
         return PreparedRig(
             size=S, device=dev, textures=levels, plate=plate_t, iris_rgba=iris_rgba,
             rest=torch.as_tensor(g.vertices, **f32),
-            basis=torch.as_tensor(g.basis.reshape(g.basis.shape[0], -1), **f32),
+            basis=torch.as_tensor(g.basis.reshape(K, -1), **f32),
             head_weight=torch.as_tensor(g.head_weight, **f32)[:, None],
-            pivot=torch.as_tensor(g.pivot, **f32), grid_size=G,
-            grid_vertex=torch.as_tensor(g.grid_vertex.reshape(-1), dtype=torch.long, device=dev),
-            grid_bary=torch.as_tensor(g.grid_bary, **f32)[..., None],
+            pivot=torch.as_tensor(g.pivot, **f32), grid_size=G, field_matrix=W,
             base_grid=torch.stack([gx, gy], -1)[None].to(dev),
+            helper_ids=torch.as_tensor(helper, device=dev),
+            helper_basis=torch.as_tensor(g.basis[:, helper].reshape(K, -1), **f32),
             mouth_upper=torch.as_tensor(g.mouth_upper, dtype=torch.long, device=dev),
             mouth_lower=torch.as_tensor(g.mouth_lower, dtype=torch.long, device=dev),
             eye_upper=torch.as_tensor(g.eye_upper, dtype=torch.long, device=dev),
@@ -153,38 +244,43 @@ class TorchRenderer:
             iris=torch.as_tensor(g.iris, **f32), eye_heights=(eye_h[0], eye_h[1]),
             colours=torch.as_tensor(g.mouth_colours, **f32),
             lid_colours=torch.as_tensor(lid_colours(rig.image, rig.landmarks, g.eye_upper), **f32),
-            mouth_width=float(g.scales[0]))
+            mouth_width=float(g.scales[0]), face_width=float(g.scales[2]))
 
     # ------------------------------------------------------------------ per frame
     def vertex_positions(self, p: PreparedRig, motion: torch.Tensor,
                          terms: torch.Tensor | None = None) -> torch.Tensor:
         """Deformed 2D vertex positions (B, V, 2) in crop px."""
-        B = motion.shape[0]
         if terms is None:
             terms = motion_to_terms(motion)
-        disp = (terms @ p.basis).view(B, -1, 2)
-        pe = p.rest[None].expand(B, -1, -1).clone()
-        pe[..., :2] += disp
-        R = rotation_matrices(motion[:, CHANNEL_INDEX["head_yaw"]], motion[:, CHANNEL_INDEX["head_pitch"]],
-                              motion[:, CHANNEL_INDEX["head_roll"]])
-        rel = pe - p.pivot
-        pr = rel @ R.transpose(1, 2) + p.pivot
-        return pe[..., :2] + p.head_weight * (pr[..., :2] - pe[..., :2])
+        return _deform(terms, p.basis, p.rest, p.head_weight, p.pivot, _Pose(motion, HEAD_CAP * p.face_width))
 
     def backward_map(self, p: PreparedRig, pos: torch.Tensor) -> torch.Tensor:
-        """Coarse backward map (B, 2, G, G) in normalised texture coordinates."""
+        """Coarse backward map (B, G, G, 2) in crop px: the source point of every coarse grid point.
+
+        The forward field lives on the grid (sparse barycentric matmul); it is inverted by Newton
+        steps with its finite-difference Jacobian (a fixed-point iteration stalls where the face
+        slides over still anchors). Folds (det <= 0.1) are damped rather than followed.
+        """
         B = pos.shape[0]
         G = p.grid_size
-        disp = pos - p.rest[None, :, :2]
-        field = (disp.index_select(1, p.grid_vertex).view(B, G * G, 3, 2) * p.grid_bary).sum(2)
-        field = field.view(B, G, G, 2)
+        disp = (pos - p.rest[None, :, :2]).permute(1, 2, 0).reshape(-1, 2 * B)   # (V, 2B)
+        fld = (p.field_matrix @ disp).view(G, G, 2, B).permute(3, 2, 0, 1)        # (B, 2, G, G)
+        h = (p.size - 1) / (G - 1)
+        dy, dx = torch.gradient(fld, spacing=h, dim=(2, 3))
+        f6 = torch.cat([fld, dx, dy], 1)            # d_x, d_y, dd_x/dx, dd_y/dx, dd_x/dy, dd_y/dy
+        y = p.base_grid
+        x = y - fld.permute(0, 2, 3, 1)
         norm = 2.0 / (p.size - 1)
-        field_img = field.permute(0, 3, 1, 2)
-        x = p.base_grid - field
-        for _ in range(FIXED_POINT_STEPS - 1):
-            d = F.grid_sample(field_img, x * norm - 1, mode="bilinear", padding_mode="border", align_corners=True)
-            x = p.base_grid - d.permute(0, 2, 3, 1)
-        return (x * norm - 1).permute(0, 3, 1, 2)
+        lim = 2.0 * h
+        for _ in range(NEWTON_STEPS):
+            s = F.grid_sample(f6, x * norm - 1, mode="bilinear", padding_mode="border", align_corners=True)
+            r = x + s[:, :2].permute(0, 2, 3, 1) - y
+            a, c, b, d = 1 + s[:, 2], s[:, 3], s[:, 4], 1 + s[:, 5]
+            inv = 1.0 / (a * d - b * c).clamp_min(0.1)
+            rx, ry = r[..., 0], r[..., 1]
+            step = torch.stack([(d * rx - b * ry) * inv, (a * ry - c * rx) * inv], -1).clamp_(-lim, lim)
+            x = x - step
+        return x
 
     def render(self, prepared: PreparedRig, motion: np.ndarray, width: int, height: int,
                alpha_matte: bool = False) -> np.ndarray:
@@ -199,55 +295,137 @@ class TorchRenderer:
             raise InvalidInputError(f"motion must be (B, {NUM_CHANNELS}), got {m.shape}")
         m = clip_motion(np.nan_to_num(m))
         with torch.inference_mode():
-            out = self._render(prepared, torch.from_numpy(m).to(prepared.device), width, height, alpha_matte)
-            return out.cpu().numpy()
+            return self._render(prepared, torch.from_numpy(m).to(prepared.device), width, height, alpha_matte)
 
-    def _render(self, p: PreparedRig, motion: torch.Tensor, width: int, height: int,
-                alpha_matte: bool) -> torch.Tensor:
-        B = motion.shape[0]
-        N = max(width, height)
-        ox, oy = (N - width) // 2, (N - height) // 2
-        terms = motion_to_terms(motion)
-        pos = self.vertex_positions(p, motion, terms)
-        bmap = self.backward_map(p, pos)
-        # upsample the coarse map to the output pixels (one small grid_sample; F.interpolate is slow on CPU)
-        grid = F.grid_sample(bmap, self._output_grid(N, width, height, p.device).expand(B, -1, -1, -1),
-                             mode="bilinear", padding_mode="border", align_corners=True).permute(0, 2, 3, 1)
+    def _texture(self, p: PreparedRig, N: int) -> torch.Tensor:
         tex = p.textures[0]
         for level in p.textures[1:]:
             if level.shape[-1] >= N:
                 tex = level
-        out = F.grid_sample(tex.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
-                            align_corners=True)
-        # layers work in output px; crop px -> output px
-        s = (p.size - 1) / (N - 1)
-        off = torch.tensor([ox, oy], dtype=torch.float32, device=p.device)
-        pos_out = pos / s - off
+        return tex
+
+    def _still(self, p: PreparedRig, N: int, width: int, height: int, alpha: bool):
+        """The reference resampled to the output (identity map): (H, W, 4) uint8, numpy on CPU."""
+        key = (N, width, height, alpha)
+        still = p.still.get(key)
+        if still is None:
+            grid = self._output_grid(N, width, height, p.device)
+            img = F.grid_sample(self._texture(p, N), grid, mode="bilinear", padding_mode="border",
+                                align_corners=True)
+            if not alpha:
+                img[:, 3] = 255.0
+            still = img.add_(0.5).clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
+            if p.device.type == "cpu":
+                still = still.numpy()
+            if len(p.still) > 16:
+                p.still.clear()
+            p.still[key] = still
+        return still
+
+    def _render(self, p: PreparedRig, motion: torch.Tensor, width: int, height: int, alpha: bool):
+        B = motion.shape[0]
+        dev = p.device
+        N = max(width, height)
+        ox, oy = (N - width) // 2, (N - height) // 2
+        S, G = p.size, p.grid_size
+        s = (S - 1) / (N - 1)          # crop px per output px
+        pose = _Pose(motion, HEAD_CAP * p.face_width)
+        terms = motion_to_terms(motion)
+        pos = _deform(terms, p.basis, p.rest, p.head_weight, p.pivot, pose)
         # helper poses: teeth hang from the inner upper lip without expression (bias + head only);
         # lids cover the eye from where the upper lid would be without blinking
-        neutral = motion.clone()
-        neutral[:, :CHANNEL_INDEX["gaze_x"]] = 0.0
-        no_blink = motion.clone()
-        no_blink[:, CHANNEL_INDEX["blink_l"]] = 0.0
-        no_blink[:, CHANNEL_INDEX["blink_r"]] = 0.0
-        helper = self.vertex_positions(p, torch.cat([neutral, no_blink], 0)) / s - off
-        teeth_pos, open_pos = helper[:B], helper[B:]
-        for row in range(2):
-            gaze = torch.stack([motion[:, CHANNEL_INDEX["gaze_x"]] * GAZE_RANGE[0],
-                                motion[:, CHANNEL_INDEX["gaze_y"]] * GAZE_RANGE[1]], -1) * p.iris[row, 2]
-            rest_a = p.rest[p.eye_upper[row, 0], :2]
-            rest_b = p.rest[p.eye_upper[row, -1], :2]
-            composite_eye(out, EyeInputs(
-                upper=pos_out[:, p.eye_upper[row]], upper_open=open_pos[:, p.eye_upper[row]],
-                lower=pos_out[:, p.eye_lower[row]], rest_a=rest_a, rest_b=rest_b, gaze_offset=gaze,
-                to_crop_scale=s, to_crop_offset=(float(ox), float(oy)), eye_height=p.eye_heights[row] / s,
-                lid_colour=p.lid_colours[row]), p.plate, p.iris_rgba, p.size)
-        composite_mouth(out, MouthInputs(
-            upper=pos_out[:, p.mouth_upper], lower=pos_out[:, p.mouth_lower], teeth_line=teeth_pos[:, p.mouth_upper],
-            mouth_width=p.mouth_width / s, colours=p.colours))
-        if not alpha_matte:
-            out[:, 3] = 255.0
-        return out.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        neutral = torch.zeros_like(terms)
+        neutral[:, TERM_INDEX["bias"]] = 1.0
+        no_blink = terms.clone()
+        no_blink[:, _BLINK_TERMS] = 0.0
+        hid = p.helper_ids
+        hpose = _Pose(motion.repeat(2, 1), pose.cap)
+        helper = _deform(torch.cat([neutral, no_blink]), p.helper_basis, p.rest[hid], p.head_weight[hid], p.pivot,
+                         hpose)
+        off = torch.tensor([ox, oy], dtype=torch.float32, device=dev)
+        pos_out = pos * (1.0 / s) - off
+        helper = helper * (1.0 / s) - off
+        n_mouth = p.mouth_upper.shape[0]
+        teeth = helper[:B, :n_mouth]
+        lids_open = helper[B:, n_mouth:].reshape(B, 2, -1, 2)
+
+        # coarse backward map and the box of coarse points that move
+        x = self.backward_map(p, pos)
+        moving = ((x - p.base_grid).abs().amax(dim=(0, 3)) > ACTIVE_EPS)        # (G, G)
+        ar = torch.arange(G, device=dev)
+        rows, cols = moving.any(1), moving.any(0)
+        grid_box = torch.stack([torch.where(cols, ar, G).min(), torch.where(rows, ar, G).min(),
+                                torch.where(cols, ar, -1).max(), torch.where(rows, ar, -1).max()]).float()
+        gaze = motion[:, CHANNEL_INDEX["gaze_x"]:CHANNEL_INDEX["gaze_y"] + 1] * torch.tensor(GAZE_RANGE, device=dev)
+        eyes = EyeFrame(
+            upper=torch.stack([pos_out[:, p.eye_upper[0]], pos_out[:, p.eye_upper[1]]]),
+            upper_open=lids_open.transpose(0, 1),
+            lower=torch.stack([pos_out[:, p.eye_lower[0]], pos_out[:, p.eye_lower[1]]]),
+            blink=motion[:, [CHANNEL_INDEX["blink_l"], CHANNEL_INDEX["blink_r"]]].t(),
+            gaze_offset=gaze[None] * p.iris[:, 2, None, None],
+            eye_heights=(p.eye_heights[0] / s, p.eye_heights[1] / s))
+        mouth = MouthFrame(upper=pos_out[:, p.mouth_upper], lower=pos_out[:, p.mouth_lower], teeth_line=teeth,
+                           mouth_width=p.mouth_width / s, colours=p.colours)
+        eb, egate = eye_boxes(eyes)
+        mb, mopen = mouth_box(mouth)
+        # one host sync for every box and gate
+        vals = torch.cat([grid_box, eb.reshape(-1), egate, mb, mopen.reshape(1)]).tolist()
+        gx0, gy0, gx1, gy1 = vals[:4]
+        eye_box = [vals[4:8], vals[8:12]]
+        eye_on = vals[12:14]
+        m_box, m_on = vals[14:18], vals[18] > 0.0
+
+        boxes = []
+        if gx1 >= gx0:  # coarse cells -> output px, one cell of margin for the bilinear upsample
+            h = (S - 1) / (G - 1) / s
+            boxes.append(((gx0 - 1) * h - ox, (gy0 - 1) * h - oy, (gx1 + 1) * h - ox + 1, (gy1 + 1) * h - oy + 1))
+        eyes_on = max(eye_on) > 0
+        if eyes_on:
+            boxes.extend(eye_box)
+        if m_on:
+            boxes.append(m_box)
+        still = self._still(p, N, width, height, alpha)
+        if p.device.type == "cpu":
+            frames = np.empty((B,) + still.shape, np.uint8)
+            frames[:] = still
+        else:
+            frames = still[None].repeat(B, 1, 1, 1)
+        if not boxes:
+            return frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
+        rx0 = max(0, int(np.floor(min(b[0] for b in boxes))))
+        ry0 = max(0, int(np.floor(min(b[1] for b in boxes))))
+        rx1 = min(width, int(np.ceil(max(b[2] for b in boxes))))
+        ry1 = min(height, int(np.ceil(max(b[3] for b in boxes))))
+        if rx1 <= rx0 or ry1 <= ry0:
+            return frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
+
+        norm = 2.0 / (S - 1)
+        bmap = (x * norm - 1).permute(0, 3, 1, 2)
+        ogrid = self._output_grid(N, width, height, dev)[:, ry0:ry1, rx0:rx1]
+        grid = F.grid_sample(bmap, ogrid.expand(B, -1, -1, -1), mode="bilinear", padding_mode="border",
+                             align_corners=True).permute(0, 2, 3, 1)
+        canvas = F.grid_sample(self._texture(p, N).expand(B, -1, -1, -1), grid, mode="bilinear",
+                               padding_mode="border", align_corners=True)
+        origin = (rx0, ry0)
+        if eyes_on:
+            composite_eyes(canvas, origin, eyes, eye_box, eye_on, p.plate, p.iris_rgba, p.rest, p.eye_upper,
+                           s, (float(ox), float(oy)), p.lid_colours, S)
+        if m_on:
+            composite_mouth(canvas, origin, mouth, m_box)
+        if not alpha:
+            canvas[:, 3] = 255.0
+        if isinstance(frames, np.ndarray):
+            import cv2
+
+            r = canvas.numpy()
+            np.add(r, 0.5, out=r)
+            np.clip(r, 0.0, 255.0, out=r)
+            u8 = r.astype(np.uint8)
+            for b in range(B):
+                frames[b, ry0:ry1, rx0:rx1] = cv2.merge([u8[b, 0], u8[b, 1], u8[b, 2], u8[b, 3]])
+            return frames
+        frames[:, ry0:ry1, rx0:rx1] = canvas.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return frames.cpu().numpy()
 
     def _output_grid(self, N: int, width: int, height: int, device: torch.device) -> torch.Tensor:
         """(1, height, width, 2) normalised positions of the output pixels in the N x N square (cached)."""

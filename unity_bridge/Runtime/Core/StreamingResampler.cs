@@ -68,7 +68,7 @@ namespace LpmNpc.Core
             long lastInput = _buf.Count - 1;  // index of the last real sample in _buf
             for (int i = 0; i < _half + 1; i++) _buf.Add(0f);
             var outList = new List<float>();
-            while (_num <= lastInput * _den)
+            while (_num < (lastInput + 1) * _den)
                 outList.Add(Next());
             Compact();
             return outList.ToArray();
