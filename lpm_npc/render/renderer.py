@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 MIN_SIDE = 16
 MAX_SIDE = 1024
-NEWTON_STEPS = 3
+NEWTON_STEPS = 2
 GAZE_RANGE = (0.75, 0.45)  # iris travel at |gaze| = 1, in iris radii (x, y)
 # yaw/pitch parallax per vertex is softly capped at this share of the face width: realistic head
 # motion (|yaw| <= 8, |pitch| <= 6 degrees) stays nearly linear, large angles degrade gracefully
@@ -59,7 +59,8 @@ class PreparedRig:
     pivot: torch.Tensor              # (3,)
     grid_size: int
     field_matrix: torch.Tensor       # sparse CSR (G*G, V): barycentric weights of the coarse grid points
-    base_grid: torch.Tensor          # (1, G, G, 2) crop px of the coarse grid points
+    base_grid_cf: torch.Tensor       # (1, 2, G, G) crop px of the coarse grid points
+    ring_box: torch.Tensor           # (V, 4) x0, y0, -x1, -y1 (crop px) of the triangles around each vertex
     helper_ids: torch.Tensor         # (M,) long: inner upper lip + upper lids (posed without expression/blink)
     helper_basis: torch.Tensor       # (K, M*2)
     mouth_upper: torch.Tensor        # (11,) long
@@ -185,6 +186,19 @@ def _deform(terms: torch.Tensor, basis: torch.Tensor, rest: torch.Tensor, hw: to
     return p1 + ((p1 - pivot[:2]) @ pose.roll) * hw
 
 
+def _ring_boxes(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(V, 4) bounding box x0, y0, -x1, -y1 of the triangles around each vertex (where its motion reaches)."""
+    V = vertices.shape[0]
+    lo = np.full((V, 2), np.inf, np.float32)
+    hi = np.full((V, 2), -np.inf, np.float32)
+    tri_lo = vertices[triangles, :2].min(1)
+    tri_hi = vertices[triangles, :2].max(1)
+    for k in range(3):
+        np.minimum.at(lo, triangles[:, k], tri_lo)
+        np.maximum.at(hi, triangles[:, k], tri_hi)
+    return np.concatenate([lo, -hi], 1)
+
+
 class TorchRenderer:
     """The torch implementation of `Renderer` (CPU or CUDA)."""
 
@@ -234,7 +248,8 @@ class TorchRenderer:
             basis=torch.as_tensor(g.basis.reshape(K, -1), **f32),
             head_weight=torch.as_tensor(g.head_weight, **f32)[:, None],
             pivot=torch.as_tensor(g.pivot, **f32), grid_size=G, field_matrix=W,
-            base_grid=torch.stack([gx, gy], -1)[None].to(dev),
+            base_grid_cf=torch.stack([gx, gy], 0)[None].contiguous().to(dev),
+            ring_box=torch.as_tensor(_ring_boxes(g.vertices, g.triangles), **f32),
             helper_ids=torch.as_tensor(helper, device=dev),
             helper_basis=torch.as_tensor(g.basis[:, helper].reshape(K, -1), **f32),
             mouth_upper=torch.as_tensor(g.mouth_upper, dtype=torch.long, device=dev),
@@ -255,7 +270,7 @@ class TorchRenderer:
         return _deform(terms, p.basis, p.rest, p.head_weight, p.pivot, _Pose(motion, HEAD_CAP * p.face_width))
 
     def backward_map(self, p: PreparedRig, pos: torch.Tensor) -> torch.Tensor:
-        """Coarse backward map (B, G, G, 2) in crop px: the source point of every coarse grid point.
+        """Coarse backward map (B, 2, G, G) in crop px: the source point of every coarse grid point.
 
         The forward field lives on the grid (sparse barycentric matmul); it is inverted by Newton
         steps with its finite-difference Jacobian (a fixed-point iteration stalls where the face
@@ -265,21 +280,24 @@ class TorchRenderer:
         G = p.grid_size
         disp = (pos - p.rest[None, :, :2]).permute(1, 2, 0).reshape(-1, 2 * B)   # (V, 2B)
         fld = (p.field_matrix @ disp).view(G, G, 2, B).permute(3, 2, 0, 1)        # (B, 2, G, G)
-        h = (p.size - 1) / (G - 1)
-        dy, dx = torch.gradient(fld, spacing=h, dim=(2, 3))
-        f6 = torch.cat([fld, dx, dy], 1)            # d_x, d_y, dd_x/dx, dd_y/dx, dd_x/dy, dd_y/dy
-        y = p.base_grid
-        x = y - fld.permute(0, 2, 3, 1)
+        inv2h = 0.5 * (G - 1) / (p.size - 1)
+        px = F.pad(fld, (1, 1, 1, 1), mode="replicate")
+        gx = (px[:, :, 1:-1, 2:] - px[:, :, 1:-1, :-2]) * inv2h                 # d field / dx
+        gy = (px[:, :, 2:, 1:-1] - px[:, :, :-2, 1:-1]) * inv2h                 # d field / dy
+        # inverse Jacobian of x -> x + field(x): [[1 + gx0, gy0], [gx1, 1 + gy1]]^-1, stored row-major
+        a, b, c, d = gx[:, 0:1] + 1, gy[:, 0:1], gx[:, 1:2], gy[:, 1:2] + 1
+        det = (a * d - b * c).clamp_min_(0.1)
+        f6 = torch.cat([fld, torch.cat([d, -b, -c, a], 1) / det], 1)           # (B, 6, G, G)
+        y = p.base_grid_cf
+        x = y - fld
         norm = 2.0 / (p.size - 1)
-        lim = 2.0 * h
+        lim = 2.0 / inv2h
         for _ in range(NEWTON_STEPS):
-            s = F.grid_sample(f6, x * norm - 1, mode="bilinear", padding_mode="border", align_corners=True)
-            r = x + s[:, :2].permute(0, 2, 3, 1) - y
-            a, c, b, d = 1 + s[:, 2], s[:, 3], s[:, 4], 1 + s[:, 5]
-            inv = 1.0 / (a * d - b * c).clamp_min(0.1)
-            rx, ry = r[..., 0], r[..., 1]
-            step = torch.stack([(d * rx - b * ry) * inv, (a * ry - c * rx) * inv], -1).clamp_(-lim, lim)
-            x = x - step
+            smp = F.grid_sample(f6, (x * norm - 1).permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
+                                align_corners=True)
+            r = (x + smp[:, :2] - y).repeat(1, 2, 1, 1)                          # rx, ry, rx, ry
+            step = (smp[:, 2:] * r).view(B, 2, 2, G, G).sum(2)
+            x = x - step.clamp_(-lim, lim)
         return x
 
     def render(self, prepared: PreparedRig, motion: np.ndarray, width: int, height: int,
@@ -349,13 +367,10 @@ class TorchRenderer:
         teeth = helper[:B, :n_mouth]
         lids_open = helper[B:, n_mouth:].reshape(B, 2, -1, 2)
 
-        # coarse backward map and the box of coarse points that move
+        # coarse backward map, and the box (crop px) of the triangles around the vertices that move
         x = self.backward_map(p, pos)
-        moving = ((x - p.base_grid).abs().amax(dim=(0, 3)) > ACTIVE_EPS)        # (G, G)
-        ar = torch.arange(G, device=dev)
-        rows, cols = moving.any(1), moving.any(0)
-        grid_box = torch.stack([torch.where(cols, ar, G).min(), torch.where(rows, ar, G).min(),
-                                torch.where(cols, ar, -1).max(), torch.where(rows, ar, -1).max()]).float()
+        moving = ((pos - p.rest[:, :2]).abs().amax(dim=(0, 2)) > ACTIVE_EPS)    # (V,)
+        move_box = torch.where(moving[:, None], p.ring_box, float(4 * S)).amin(0)
         gaze = motion[:, CHANNEL_INDEX["gaze_x"]:CHANNEL_INDEX["gaze_y"] + 1] * torch.tensor(GAZE_RANGE, device=dev)
         eyes = EyeFrame(
             upper=torch.stack([pos_out[:, p.eye_upper[0]], pos_out[:, p.eye_upper[1]]]),
@@ -369,16 +384,17 @@ class TorchRenderer:
         eb, egate = eye_boxes(eyes)
         mb, mopen = mouth_box(mouth)
         # one host sync for every box and gate
-        vals = torch.cat([grid_box, eb.reshape(-1), egate, mb, mopen.reshape(1)]).tolist()
-        gx0, gy0, gx1, gy1 = vals[:4]
+        vals = torch.cat([move_box, eb.reshape(-1), egate, mb, mopen.reshape(1)]).tolist()
+        mx0, my0, mx1, my1 = vals[0], vals[1], -vals[2], -vals[3]
         eye_box = [vals[4:8], vals[8:12]]
         eye_on = vals[12:14]
         m_box, m_on = vals[14:18], vals[18] > 0.0
 
         boxes = []
-        if gx1 >= gx0:  # coarse cells -> output px, one cell of margin for the bilinear upsample
-            h = (S - 1) / (G - 1) / s
-            boxes.append(((gx0 - 1) * h - ox, (gy0 - 1) * h - oy, (gx1 + 1) * h - ox + 1, (gy1 + 1) * h - oy + 1))
+        if mx1 >= mx0:  # crop px -> output px, one coarse cell of margin for the bilinear upsample
+            cell = (S - 1) / (G - 1)
+            boxes.append(((mx0 - cell) / s - ox - 1, (my0 - cell) / s - oy - 1,
+                          (mx1 + cell) / s - ox + 2, (my1 + cell) / s - oy + 2))
         eyes_on = max(eye_on) > 0
         if eyes_on:
             boxes.extend(eye_box)
@@ -400,7 +416,7 @@ class TorchRenderer:
             return frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
 
         norm = 2.0 / (S - 1)
-        bmap = (x * norm - 1).permute(0, 3, 1, 2)
+        bmap = x * norm - 1
         ogrid = self._output_grid(N, width, height, dev)[:, ry0:ry1, rx0:rx1]
         grid = F.grid_sample(bmap, ogrid.expand(B, -1, -1, -1), mode="bilinear", padding_mode="border",
                              align_corners=True).permute(0, 2, 3, 1)
