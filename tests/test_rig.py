@@ -147,7 +147,15 @@ def test_rig_shapes(astro_rig):
     V = g.vertices.shape[0]
     assert V > NUM_MESH_LANDMARKS
     assert g.basis.shape == (len(TERMS), V, 2)
-    assert np.all(g.basis[:, NUM_MESH_LANDMARKS:] == 0)  # anchors never move with expressions
+    # anchors never move with expressions, except the rings under the chin that follow part of the jaw drop
+    jaw = TERMS.index("jaw_eff")
+    assert np.all(np.delete(g.basis[:, NUM_MESH_LANDMARKS:], jaw, axis=0) == 0)
+    # ... and the image border stays still under every motion (expressions and head rotation)
+    anchors = g.vertices[NUM_MESH_LANDMARKS:, :2]
+    on_border = (anchors.min(1) < 1.0) | (anchors.max(1) > S - 2.0)
+    assert on_border.sum() >= 8
+    assert np.all(g.basis[jaw, NUM_MESH_LANDMARKS:][on_border] == 0)
+    assert np.all(g.head_weight[NUM_MESH_LANDMARKS:][on_border] == 0)
     G = int(g.grid_size)
     assert g.grid_vertex.shape == (G * G, 3) and g.grid_vertex.max() < V
     assert np.allclose(g.grid_bary.sum(1), 1, atol=1e-4)

@@ -329,7 +329,16 @@ def test_thousands_of_tiny_chunks(client, npc_speech):
     assert len(got.frames) >= 30
 
 
+def wait_idle(server, timeout: float = 10.0) -> None:
+    """Wait until streams of earlier tests have been torn down (cancellation is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while server.runtime.active_sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.runtime.active_sessions == 0, "sessions of earlier tests are still open"
+
+
 def test_client_that_vanishes_frees_its_session(client, server):
+    wait_idle(server)
     base = server.runtime.active_sessions
     stream = client.perform(width=64, fps=30)
     collect(stream, max_frames=3)
@@ -354,6 +363,7 @@ def test_slow_reader_drops_frames_instead_of_queueing(client):
 
 
 def test_capacity_is_enforced(client, server):
+    wait_idle(server)
     cap = server.runtime.config.max_sessions - server.runtime.active_sessions
     streams = [client.perform(width=32, fps=24) for _ in range(cap)]
     try:

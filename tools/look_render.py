@@ -44,10 +44,15 @@ EXPRESSIONS: list[tuple[str, dict[str, float]]] = [
     ("squint", {"squint": 1.0}),
     ("gaze right", {"gaze_x": 1.0}),
     ("gaze left+up", {"gaze_x": -1.0, "gaze_y": -1.0}),
+    ("yaw +8", {"head_yaw": 8.0}),
+    ("yaw -8", {"head_yaw": -8.0}),
+    ("pitch +6", {"head_pitch": 6.0}),
+    ("pitch -6", {"head_pitch": -6.0}),
+    ("roll +5", {"head_roll": 5.0}),
+    ("yaw-8 pitch6 roll-5", {"head_yaw": -8.0, "head_pitch": 6.0, "head_roll": -5.0}),
     ("yaw +20", {"head_yaw": 20.0}),
     ("yaw -20", {"head_yaw": -20.0}),
     ("pitch +15", {"head_pitch": 15.0}),
-    ("pitch -15", {"head_pitch": -15.0}),
     ("roll +15", {"head_roll": 15.0}),
     ("talk", {"jaw_open": 0.5, "head_yaw": 8.0, "head_pitch": -5.0, "brow_up": 0.5}),
     ("nose wrinkle", {"nose_wrinkle": 1.0, "upper_lip_raise": 0.5}),
@@ -110,7 +115,7 @@ def main() -> None:
         rgb = rgb.astype(np.uint8)
         tiles.append(_label(rgb.copy(), name))
         if name in ("neutral", "jaw 0.3", "jaw 0.7", "jaw 1.0", "round", "spread", "press+jaw", "smile",
-                    "smile+jaw", "blink 0.5", "blink", "gaze right", "gaze left+up", "yaw +20"):
+                    "smile+jaw", "blink 0.5", "blink", "gaze right", "gaze left+up", "yaw -8", "yaw +20"):
             zm = _zoom(rgb, mouth_c, half_m, S // 2)
             ze = _zoom(rgb, eye_c, half_e, S // 2)
             zooms.append(_label(np.concatenate([zm, ze], 0), name))

@@ -151,27 +151,46 @@ class _Frame:
         return np.outer(np.atleast_1d(du), self.ex).squeeze() + np.outer(np.atleast_1d(dv), self.ey).squeeze()
 
 
-def _anchors(lm: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Anchor points (N,3) and their head-rotation weights (N,)."""
+DEPTH_SCALE = 0.6   # face relief used for head-rotation parallax (a 2D warp cannot occlude: keep it gentle)
+PIVOT_DEPTH = 0.45  # head pivot behind the face outline, in face widths
+JAW_RING = (0.55, 0.2)  # share of the jaw drop that the two anchor rings follow under the chin
+
+
+def _anchors(lm: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Anchor points (N,3), their head-rotation weights (N,) and their share of the jaw drop (N,).
+
+    Two rings around the face outline carry the hair and the jaw skin (fading to still below the
+    jaw and toward the image border), a row of neck/shoulder points and the image border are still.
+    """
     oval = lm[list(FACE_OVAL)]
     c = oval[:, :2].mean(0)
     pts: list[np.ndarray] = []
     wts: list[float] = []
+    jaw: list[float] = []
     chin_y = lm[CHIN, 1]
     face_h = oval[:, 1].max() - oval[:, 1].min()
-    for scale, base in ((1.18, 0.8), (1.45, 0.45)):
+    mouth_y = lm[[13, 14], 1].mean()
+    fw = oval[:, 0].max() - oval[:, 0].min()
+    for (scale, base), jw in zip(((1.18, 0.8), (1.45, 0.45)), JAW_RING):
         for p in oval:
             q = c + scale * (p[:2] - c)
             # below the jaw: fade to a still neck
             below = _smoothstep((q[1] - (chin_y - 0.35 * face_h)) / (0.45 * face_h))
+            # near the image border: fade to still, so the border never moves
+            edge = min(q[0], q[1], size - 1 - q[0], size - 1 - q[1])
+            border = _smoothstep(edge / (0.08 * size))
             pts.append(np.array([q[0], q[1], p[2]]))
-            wts.append(base * (1 - below))
+            wts.append(base * (1 - below) * border)
+            # under the chin the rings follow the jaw a little, so the drop is not one stretched band
+            under = _smoothstep((q[1] - mouth_y) / (0.25 * face_h)) * _smoothstep(
+                1.0 - abs(q[0] - c[0]) / (0.45 * fw))
+            jaw.append(jw * under * border)
     # neck / shoulder points, fixed
-    fw = oval[:, 0].max() - oval[:, 0].min()
     for dx in (-0.9, -0.45, 0.0, 0.45, 0.9):
         for dy in (0.55, 0.9):
             pts.append(np.array([c[0] + dx * fw, chin_y + dy * face_h, 0.0]))
             wts.append(0.0)
+            jaw.append(0.0)
     # image border, fixed
     n = 9
     t = np.linspace(0, size - 1, n)
@@ -179,6 +198,7 @@ def _anchors(lm: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         for q in ((v, 0.0), (v, size - 1.0), (0.0, v), (size - 1.0, v)):
             pts.append(np.array([q[0], q[1], 0.0]))
             wts.append(0.0)
+            jaw.append(0.0)
     arr = np.array(pts, np.float32)
     arr[:, :2] = np.clip(arr[:, :2], 0, size - 1)
     # drop anchors that fall on top of each other (border corners) or onto the face
@@ -186,11 +206,12 @@ def _anchors(lm: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     for i, p in enumerate(arr):
         if all(np.linalg.norm(p[:2] - arr[j, :2]) > 2.0 for j in keep):
             keep.append(i)
-    return arr[keep], np.asarray(wts, np.float32)[keep]
+    return arr[keep], np.asarray(wts, np.float32)[keep], np.asarray(jaw, np.float32)[keep]
 
 
 # --- basis ---------------------------------------------------------------------------------------
-def _mouth_basis(pos: np.ndarray, lm: np.ndarray, basis: np.ndarray, fixed: set[int], fw: float) -> None:
+def _mouth_basis(pos: np.ndarray, lm: np.ndarray, basis: np.ndarray, fixed: set[int], fw: float,
+                 anchor_jaw: np.ndarray) -> None:
     V = pos.shape[0]
     up, lo = list(LIPS_INNER_UPPER), list(LIPS_INNER_LOWER)
     oup, olo = list(LIPS_OUTER_UPPER), list(LIPS_OUTER_LOWER)
@@ -226,7 +247,11 @@ def _mouth_basis(pos: np.ndarray, lm: np.ndarray, basis: np.ndarray, fixed: set[
     lat = np.abs((pos[:, :2] - c) @ fr.ex) / (fw / 2)
     w_out *= 1 - 0.75 * _smoothstep((lat - 0.35) / 0.65)
     w = np.where(au <= 1.0, w_in, w_out)
-    w[:NUM_MESH_LANDMARKS] = w[:NUM_MESH_LANDMARKS]
+    # the lower lip opens as a lens: full drop in the middle, tapering to the corners' share
+    uc = float(np.mean(np.abs(fr.uv(lm[[78, 308]])[0])))
+    for i in up[1:-1] + lo[1:-1] + oup[1:-1] + olo[1:-1]:
+        if i in lo or i in olo:
+            w[i] = 0.22 + 0.78 * float(np.clip(1 - (u_all[i] / uc) ** 2, 0, 1)) ** 0.8
     w[NUM_MESH_LANDMARKS:] = 0.0
     for i in (61, 291, 78, 308):
         w[i] = 0.22
@@ -236,10 +261,13 @@ def _mouth_basis(pos: np.ndarray, lm: np.ndarray, basis: np.ndarray, fixed: set[
     # the corners come in a little as the mouth opens; the upper lip lifts a hair
     inward = -np.sign(u_all) * np.clip(1 - np.abs(au - 1) / 0.4, 0, 1) * 0.05 * mw
     jaw += np.outer(inward * (w > 0), fr.ex)
+    # anchors under the chin follow part of the drop (see _anchors)
+    jaw[NUM_MESH_LANDMARKS:] = np.outer(anchor_jaw * drop, fr.ey)
+    # the upper lip lifts in the middle (an arch, not a flat lid over a D-shaped opening)
     for k in range(1, 10):
-        e = np.sqrt(max(0.0, 1 - u_in[k] ** 2))
-        jaw[up[k]] += fr.vec(0.0, -0.04 * mw * e)
-        jaw[oup[k]] += fr.vec(0.0, -0.025 * mw * e)
+        e = float(np.clip(1 - (u_in[k] / uc) ** 2, 0, 1))
+        jaw[up[k]] += fr.vec(0.0, -0.07 * mw * e)
+        jaw[oup[k]] += fr.vec(0.0, -0.04 * mw * e)
     basis[TERM_INDEX["jaw_eff"]] = jaw
 
     corners = ((61, -1), (291, 1), (78, -1), (308, 1))
@@ -383,17 +411,22 @@ def build_geometry(lm: np.ndarray, image: np.ndarray, size: int, grid_size: int 
     fh = float(oval[:, 1].max() - oval[:, 1].min())
     mw = float(np.linalg.norm(lm[291, :2] - lm[61, :2]))
     iod = float(np.linalg.norm(lm[IRIS_CENTRES[0], :2] - lm[IRIS_CENTRES[1], :2]))
-    anchors, anchor_w = _anchors(lm, size)
+    anchors, anchor_w, anchor_jaw = _anchors(lm, size)
     pos = np.concatenate([lm[:NUM_MESH_LANDMARKS], anchors], 0).astype(np.float32)
+    # gentler relief for the rotation parallax
+    zc = float(np.median(oval[:, 2]))
+    pos[:, 2] = zc + DEPTH_SCALE * (pos[:, 2] - zc)
     V = pos.shape[0]
     anchor_ids = set(range(NUM_MESH_LANDMARKS, V))
     tri = Delaunay(pos[:, :2].astype(np.float64))
     basis = np.zeros((len(TERMS), V, 2), np.float32)
-    _mouth_basis(pos, lm, basis, anchor_ids, fw)
+    _mouth_basis(pos, lm, basis, anchor_ids, fw, anchor_jaw)
     _eye_brow_basis(pos, lm, basis, anchor_ids, iod)
+    jaw_anchor = basis[TERM_INDEX["jaw_eff"], NUM_MESH_LANDMARKS:].copy()
     basis[:, NUM_MESH_LANDMARKS:] = 0.0
+    basis[TERM_INDEX["jaw_eff"], NUM_MESH_LANDMARKS:] = jaw_anchor  # only the jaw moves anchors
     head_w = np.concatenate([np.ones(NUM_MESH_LANDMARKS, np.float32), anchor_w]).astype(np.float32)
-    pivot = np.array([oval[:, 0].mean(), lm[CHIN, 1] + 0.15 * fh, float(np.median(oval[:, 2])) + 0.55 * fw],
+    pivot = np.array([oval[:, 0].mean(), lm[CHIN, 1] + 0.15 * fh, zc + PIVOT_DEPTH * fw],
                      np.float32)
     gv, gb = _grid_tables(pos[:, :2], tri, size, grid_size)
 

@@ -16,11 +16,13 @@ from lpm_npc.errors import InvalidInputError, NoFaceError
 
 log = logging.getLogger(__name__)
 
-RIG_FORMAT_VERSION: int = 1
+RIG_FORMAT_VERSION: int = 2
 MIN_RIG_SIZE = 512
 MAX_RIG_SIZE = 1024
 FACE_SHARE = 0.40  # face width / crop width
 FACE_RAISE = 0.08  # face centre sits this share of the crop above the crop centre
+MAX_FACE_SHARE = 0.6  # a tight source may shrink the crop until the face fills this share of it
+MAX_SHIFT = 0.12  # ... or move the face off its place in the crop by this share of the side
 
 
 @dataclass
@@ -78,17 +80,53 @@ def _crop_box(lm: FaceLandmarks) -> tuple[float, float, float]:
     return cx, cy, side
 
 
-def _crop(image: np.ndarray, cx: float, cy: float, side: float, out: int, border: int) -> np.ndarray:
+def _fit_inside(cx: float, cy: float, side: float, face: float, w: int, h: int) -> tuple[float, float, float]:
+    """Shrink and shift the crop box toward the source image so that it needs as little fill as possible.
+
+    The face may grow up to `MAX_FACE_SHARE` of the crop and move by `MAX_SHIFT` of the side; what
+    still falls outside the source after that is filled by `_crop`.
+    """
+    side = max(min(side, float(min(w, h))), face / MAX_FACE_SHARE)
+    half = side / 2
+    lim = MAX_SHIFT * side
+    nx = float(np.clip(cx, half, w - half)) if w >= side else w / 2
+    ny = float(np.clip(cy, half, h - half)) if h >= side else h / 2
+    return cx + float(np.clip(nx - cx, -lim, lim)), cy + float(np.clip(ny - cy, -lim, lim)), side
+
+
+def _crop(image: np.ndarray, cx: float, cy: float, side: float, out: int) -> np.ndarray:
+    """Square crop of side `side` around (cx, cy) resampled to `out` px.
+
+    Where the crop leaves the source, the image is continued by reflection that blurs with the
+    distance from the source edge (no replicated-border streaks, no mirrored sharp features).
+    """
     s = out / side
     M = np.array([[s, 0, out / 2 - s * cx], [0, s, out / 2 - s * cy]], np.float64)
     interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    src = image
     if interp == cv2.INTER_AREA:  # warpAffine has no area filter: pre-shrink, then warp
         f = max(1, int(1 / s))
         if f > 1:
-            image = cv2.resize(image, (image.shape[1] // f, image.shape[0] // f), interpolation=cv2.INTER_AREA)
+            src = cv2.resize(image, (image.shape[1] // f, image.shape[0] // f), interpolation=cv2.INTER_AREA)
             M[:, :2] *= f
         interp = cv2.INTER_LINEAR
-    return cv2.warpAffine(image, M, (out, out), flags=interp, borderMode=border)
+    crop = cv2.warpAffine(src, M, (out, out), flags=interp, borderMode=cv2.BORDER_REFLECT_101)
+    # distance (output px) from the source area
+    Mi = cv2.invertAffineTransform(M)
+    ys, xs = np.mgrid[0:out, 0:out].astype(np.float32)
+    sx = Mi[0, 0] * xs + Mi[0, 1] * ys + Mi[0, 2]
+    sy = Mi[1, 0] * xs + Mi[1, 1] * ys + Mi[1, 2]
+    H, W = src.shape[:2]
+    ext = np.maximum(np.maximum(-sx, sx - (W - 1)), np.maximum(-sy, sy - (H - 1)))
+    ext = np.maximum(ext, 0.0) / (abs(Mi[0, 0]) + 1e-9)
+    if ext.max() <= 0:
+        return crop
+    k = max(3, int(0.06 * out) | 1)
+    small = cv2.resize(crop, (out // 4, out // 4), interpolation=cv2.INTER_AREA)
+    blurred = cv2.resize(cv2.GaussianBlur(small, (0, 0), k / 4.0), (out, out), interpolation=cv2.INTER_LINEAR)
+    a = np.clip(ext / (0.05 * out), 0.0, 1.0)[..., None]
+    a = a * a * (3 - 2 * a)
+    return np.clip(crop * (1 - a) + blurred * a + 0.5, 0, 255).astype(np.uint8)
 
 
 def build_rig(image_rgb: np.ndarray, landmarker: FaceLandmarker,
@@ -99,9 +137,12 @@ def build_rig(image_rgb: np.ndarray, landmarker: FaceLandmarker,
         raise InvalidInputError(f"expected an RGB uint8 image (H, W, 3), got {img.shape} {img.dtype}")
     found = landmarker.detect(img)
     cx, cy, side = _crop_box(found)
+    oval = found.points[list(FACE_OVAL), :2]
+    face = max(float(np.ptp(oval[:, 0])), 0.8 * float(np.ptp(oval[:, 1])))
+    cx, cy, side = _fit_inside(cx, cy, side, face, img.shape[1], img.shape[0])
     size = int(min(MAX_RIG_SIZE, max(MIN_RIG_SIZE, round(side))))
     size += size % 2
-    crop = _crop(img, cx, cy, side, size, cv2.BORDER_REPLICATE)
+    crop = _crop(img, cx, cy, side, size)
     try:
         lm_crop = landmarker.detect(crop)
         points, score = lm_crop.points, found.score

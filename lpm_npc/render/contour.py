@@ -1,80 +1,88 @@
-"""Batched helpers for contour-bounded layers (mouth interior, eyes) in torch.
+"""Helpers for contour-bounded layers (mouth interior, eyes).
 
 A layer lives in a local frame spanned by two corner points: u runs from -1 (corner a) to +1
 (corner b), v is the signed distance (px) along the normal that points down the image. An
 opening is the set of pixels between an upper and a lower contour, whose heights are
 interpolated piecewise-linearly along u.
 
-Per pixel, contour heights are read from a small table (the contours resampled at `TABLE_SIZE`
-uniform u values) by one `grid_sample`, so a layer costs a fixed, small number of tensor ops
-however many contours it uses.
+Split for speed: everything per batch item (frames, contour height tables, affine maps) is a
+handful of numbers computed on the host in numpy once per frame; everything per pixel is torch.
+Per-pixel coordinates come from ONE matmul of a cached [col, row, 1] pixel table with a per-item
+affine matrix, and contour heights from ONE `grid_sample` of a small per-item table, so a layer
+costs a fixed, small number of tensor ops whatever the batch and the number of contours.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 TABLE_SIZE = 48
+_U = np.linspace(-1.0, 1.0, TABLE_SIZE)
 
 
-class LocalFrame:
-    """Frame per batch item from corners a, b (N, 2)."""
+class Frame:
+    """Local frames (numpy) per item from corners a, b (N, 2)."""
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+    def __init__(self, a: np.ndarray, b: np.ndarray):
         self.o = (a + b) * 0.5
         ax = b - a
-        self.half = ax.norm(dim=-1).clamp_min(1e-3) * 0.5  # (N,)
+        self.half = np.maximum(np.linalg.norm(ax, axis=-1), 1e-3) * 0.5   # (N,)
         self.ex = ax / (2 * self.half[:, None])
-        ey = torch.stack([-self.ex[:, 1], self.ex[:, 0]], -1)
-        self.ey = ey * torch.where(ey[:, 1:2] < 0, -1.0, 1.0)
+        ey = np.stack([-self.ex[:, 1], self.ex[:, 0]], -1)
+        self.ey = ey * np.where(ey[:, 1:2] < 0, -1.0, 1.0)
 
-    def uv_points(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def uv(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """u (normalised), v (px) of points (N, K, 2)."""
         d = p - self.o[:, None]
-        u = (d * self.ex[:, None]).sum(-1) / self.half[:, None]
-        v = (d * self.ey[:, None]).sum(-1)
-        return u, v
+        return (d * self.ex[:, None]).sum(-1) / self.half[:, None], (d * self.ey[:, None]).sum(-1)
 
-    def uv_box(self, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """u, v (N, h, w) of pixel centres xs (N, w) or (w,), ys (N, h) or (h,)."""
-        if xs.dim() == 1:
-            xs = xs[None]
-        if ys.dim() == 1:
-            ys = ys[None]
-        dx = (xs - self.o[:, 0, None])[:, None, :]   # (N, 1, w)
-        dy = (ys - self.o[:, 1, None])[:, :, None]   # (N, h, 1)
-        inv = 1.0 / self.half
-        u = dx * (self.ex[:, 0] * inv)[:, None, None] + dy * (self.ex[:, 1] * inv)[:, None, None]
-        v = dx * self.ey[:, 0, None, None] + dy * self.ey[:, 1, None, None]
-        return u, v
+    def uv_affine(self, origin: np.ndarray) -> np.ndarray:
+        """(N, 3, 2): [col, row, 1] of a pixel in a crop whose pixel (0, 0) is at `origin` (N, 2) -> u, v."""
+        d = origin - self.o
+        M = np.empty((len(self.o), 3, 2))
+        M[:, 0, 0] = self.ex[:, 0] / self.half
+        M[:, 1, 0] = self.ex[:, 1] / self.half
+        M[:, 2, 0] = (d * self.ex).sum(-1) / self.half
+        M[:, 0, 1] = self.ey[:, 0]
+        M[:, 1, 1] = self.ey[:, 1]
+        M[:, 2, 1] = (d * self.ey).sum(-1)
+        return M
 
 
-def interp_heights(u_pts: torch.Tensor, v_pts: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear v(u) through points (N, K) evaluated at u (N, M); clamped at the ends."""
-    N, K = u_pts.shape
-    u_sorted, order = torch.sort(u_pts, dim=1)
-    v_sorted = torch.gather(v_pts, 1, order)
-    flat = u.reshape(N, -1).contiguous()
-    idx = torch.searchsorted(u_sorted.contiguous(), flat).clamp(1, K - 1)
-    lo = torch.gather(torch.stack([u_sorted, v_sorted], 1), 2, (idx - 1)[:, None].expand(-1, 2, -1))
-    hi = torch.gather(torch.stack([u_sorted, v_sorted], 1), 2, idx[:, None].expand(-1, 2, -1))
-    t = ((flat - lo[:, 0]) / (hi[:, 0] - lo[:, 0]).clamp_min(1e-6)).clamp(0.0, 1.0)
-    return (lo[:, 1] + t * (hi[:, 1] - lo[:, 1])).reshape(u.shape)
+def height_table(frame: Frame, contours: list[np.ndarray]) -> np.ndarray:
+    """(N, C, 1, TABLE_SIZE) heights v of each contour (N, K, 2) at uniform u in [-1, 1] (clamped ends)."""
+    N = len(frame.o)
+    out = np.empty((N, len(contours), 1, TABLE_SIZE), np.float32)
+    for c, pts in enumerate(contours):
+        u, v = frame.uv(pts)
+        for n in range(N):
+            order = np.argsort(u[n])
+            out[n, c, 0] = np.interp(_U, u[n, order], v[n, order])
+    return out
 
 
-def height_table(u_pts: torch.Tensor, v_pts: torch.Tensor) -> torch.Tensor:
-    """Contours (N, C, K) u/v points -> table (N, C, 1, TABLE_SIZE) of heights at uniform u in [-1, 1]."""
-    N, C, K = u_pts.shape
-    us = torch.linspace(-1.0, 1.0, TABLE_SIZE, device=u_pts.device).expand(N * C, -1)
-    h = interp_heights(u_pts.reshape(N * C, K), v_pts.reshape(N * C, K), us)
-    return h.view(N, C, 1, TABLE_SIZE)
+_PIXELS: dict[tuple[int, int, str], torch.Tensor] = {}
 
 
-def lookup(table: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Heights (N, C, h, w) of every contour in `table` at pixel u (N, h, w) (clamped at the ends)."""
-    grid = torch.stack([u, torch.zeros_like(u)], -1)
-    return F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True)
+def pixel_table(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(1, h*w, 3) [col, row, 1] of a crop's pixels (cached)."""
+    key = (h, w, str(device))
+    t = _PIXELS.get(key)
+    if t is None:
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                indexing="ij")
+        t = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(h * w)], -1)[None].to(device)
+        if len(_PIXELS) > 256:
+            _PIXELS.clear()
+        _PIXELS[key] = t
+    return t
+
+
+def lookup(table: torch.Tensor, grid_u0: torch.Tensor) -> torch.Tensor:
+    """Heights (N, C, h, w) of every contour in `table` at grid (N, h, w, 2) = (u, 0) (clamped at the ends)."""
+    return F.grid_sample(table, grid_u0, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def ramp(x: torch.Tensor, width: float) -> torch.Tensor:

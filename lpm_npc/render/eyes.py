@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lpm_npc.render.contour import LocalFrame, height_table, lookup, ramp, smoothstep
+from lpm_npc.render.contour import Frame, height_table, lookup, pixel_table, ramp, smoothstep
 
 
 def lid_colours(image: np.ndarray, landmarks: np.ndarray, eye_upper: np.ndarray) -> np.ndarray:
@@ -83,35 +83,80 @@ def build_eye_textures(image: np.ndarray, landmarks: np.ndarray, eye_upper: np.n
 
 
 @dataclass
-class EyeFrame:
-    """Per-frame data of both eyes (row 0 = character's left eye), output pixels unless noted."""
+class EyePlan:
+    """Host-side (numpy) per-frame plan of the eye layer for both eyes, as 2B items (eye-major)."""
 
-    upper: torch.Tensor         # (2, B, 9, 2) current upper lids
-    upper_open: torch.Tensor    # (2, B, 9, 2) upper lids without blink (where the lid starts to cover from)
-    lower: torch.Tensor         # (2, B, 9, 2) current lower lids
-    blink: torch.Tensor         # (2, B) blink channel per eye
-    gaze_offset: torch.Tensor   # (2, B, 2) iris shift in crop px
-    eye_heights: tuple[float, float]  # rest eye opening heights, output px
+    origins: list[tuple[int, int]]  # per eye, output px of crop pixel (0, 0)
+    size: tuple[int, int]           # common crop (w, h)
+    gate: np.ndarray                # (2B,) layer weight
+    blinking: bool                  # any lid below its open position (else the lid terms are exactly 0)
+    affine: np.ndarray              # (2B, 3, 7) [col, row, 1] -> u, 0, v, plate x, y, iris x, y (normalised)
+    table: np.ndarray               # (2B, 3, 1, T) heights of the upper, lower and open upper lids
+    eye_height: np.ndarray          # (2B,) rest eye opening height, output px
 
-
-def _gate(e: EyeFrame) -> torch.Tensor:
-    """(2, B) layer weight: 0 when the lid is up and the gaze is centred (then the warp alone is exact)."""
-    return (12.0 * e.blink + 2.0 * e.gaze_offset.norm(dim=-1)).clamp(0.0, 1.0)
-
-
-def eye_boxes(e: EyeFrame) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boxes (2, 4) x0, y0, x1, y1 in output px around each eye over the batch, and the gates' max (2,)."""
-    pts = torch.cat([e.upper, e.upper_open, e.lower], 2)   # (2, B, 27, 2)
-    lo = pts.amin(dim=(1, 2))
-    hi = pts.amax(dim=(1, 2))
-    margin = torch.tensor([3.0 + 0.8 * h for h in e.eye_heights], device=pts.device)[:, None]
-    return torch.cat([lo - margin, hi + margin + 1.0], 1), _gate(e).amax(1)
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        (ax, ay), (bx, by) = self.origins
+        w, h = self.size
+        return min(ax, bx), min(ay, by), max(ax, bx) + w, max(ay, by) + h
 
 
-def composite_eyes(canvas: torch.Tensor, origin: tuple[int, int], e: EyeFrame, boxes: list[list[float]],
-                   gates_on: list[float], plate: torch.Tensor, iris_rgba: torch.Tensor, rest: torch.Tensor,
-                   eye_upper: torch.Tensor, to_crop_scale: float, to_crop_offset: tuple[float, float],
-                   lid_colour: torch.Tensor, crop_size: int) -> None:
+def plan_eyes(upper: np.ndarray, lower: np.ndarray, upper_open: np.ndarray, blink: np.ndarray,
+              gaze_offset: np.ndarray, eye_heights: tuple[float, float], rest_corners: np.ndarray,
+              to_crop_scale: float, to_crop_offset: tuple[float, float], crop_size: int,
+              width: int, height: int) -> EyePlan | None:
+    """Plan the eye layer, or None when it would change nothing.
+
+    upper, lower, upper_open: (2, B, 9, 2) lids in output px (row 0 = character's left eye);
+    blink (2, B); gaze_offset (2, B, 2) iris shift in crop px; rest_corners (2, 2, 2) crop px.
+    The gate is 0 when the lid is up and the gaze centred: the warp alone is then exact.
+    """
+    B = upper.shape[1]
+    gate = np.clip(12.0 * blink + 2.0 * np.linalg.norm(gaze_offset, axis=-1), 0.0, 1.0).reshape(-1)
+    if gate.max() <= 0.0:
+        return None
+    pts = np.concatenate([upper, upper_open, lower], 2)          # (2, B, 27, 2)
+    lo = pts.min(axis=(1, 2))
+    hi = pts.max(axis=(1, 2))
+    margin = np.array([3.0 + 0.8 * h for h in eye_heights])[:, None]
+    x0y0 = np.maximum(np.floor(lo - margin), 0).astype(int)
+    x1y1 = np.minimum(np.ceil(hi + margin + 1), [width, height]).astype(int)
+    w = int(min(width, (x1y1 - x0y0)[:, 0].max()))
+    h = int(min(height, (x1y1 - x0y0)[:, 1].max()))
+    if w < 2 or h < 2:
+        return None
+    origins = [(int(min(x0y0[e, 0], width - w)), int(min(x0y0[e, 1], height - h))) for e in range(2)]
+    n = 2 * B
+    up = upper.reshape(n, -1, 2)
+    fr = Frame(up[:, 0], up[:, -1])
+    org = np.repeat(np.array(origins, np.float64), B, 0)       # (2B, 2)
+    M = np.zeros((n, 3, 7))
+    M[:, :, [0, 2]] = fr.uv_affine(org)
+    # similarity: current eye corners -> rest eye corners, in crop px (the eye content stays still)
+    s = to_crop_scale
+    off = np.asarray(to_crop_offset, np.float64)
+    a_c = (up[:, 0] + off) * s
+    cur = (up[:, -1] + off) * s - a_c
+    ra = np.repeat(rest_corners[:, 0], B, 0)
+    rv = np.repeat(rest_corners[:, 1] - rest_corners[:, 0], B, 0)
+    denom = np.maximum((cur * cur).sum(-1), 1e-6)
+    re = (rv * cur).sum(-1) / denom
+    im = (rv[:, 1] * cur[:, 0] - rv[:, 0] * cur[:, 1]) / denom
+    cx = (org[:, 0] + off[0]) * s - a_c[:, 0]
+    cy = (org[:, 1] + off[1]) * s - a_c[:, 1]
+    norm = 2.0 / (crop_size - 1)
+    M[:, 0, 3], M[:, 1, 3], M[:, 2, 3] = re * s * norm, -im * s * norm, (re * cx - im * cy + ra[:, 0]) * norm - 1
+    M[:, 0, 4], M[:, 1, 4], M[:, 2, 4] = im * s * norm, re * s * norm, (im * cx + re * cy + ra[:, 1]) * norm - 1
+    M[:, :, 5:7] = M[:, :, 3:5]
+    M[:, 2, 5:7] -= gaze_offset.reshape(n, 2) * norm
+    table = height_table(fr, [up, lower.reshape(n, -1, 2), upper_open.reshape(n, -1, 2)])
+    return EyePlan(origins=origins, size=(w, h), gate=gate.astype(np.float32), blinking=bool(blink.max() > 0),
+                   affine=M.astype(np.float32), table=table,
+                   eye_height=np.repeat(np.asarray(eye_heights, np.float32), B))
+
+
+def composite_eyes(canvas: torch.Tensor, origin: tuple[int, int], plan: EyePlan, plate: torch.Tensor,
+                   iris_rgba: torch.Tensor, lid_colour: torch.Tensor) -> None:
     """Composite both eyes into canvas (B, 4, h, w) float 0..255 in place; canvas pixel (0, 0) is `origin`.
 
     Both eyes are processed as one batch of 2B same-sized crops. Inside the current lid opening the
@@ -120,80 +165,47 @@ def composite_eyes(canvas: torch.Tensor, origin: tuple[int, int], e: EyeFrame, b
     by the blink basis) is softened toward the lid colour with a gradient, and a faint lash line marks
     the lid edge. Everything is scaled by the per-eye gate, so at gate 0 the warp is left untouched.
     """
-    B, _, Hc, Wc = canvas.shape
-    rx0, ry0 = origin
-    dev = canvas.device
-    ib = [[int(np.floor(b[0])), int(np.floor(b[1])), int(np.ceil(b[2])), int(np.ceil(b[3]))] for b in boxes]
-    w = min(Wc, max(b[2] - b[0] for b in ib))
-    h = min(Hc, max(b[3] - b[1] for b in ib))
-    if w < 2 or h < 2:
-        return
-    org = []
-    for b in ib:
-        x0 = min(max(b[0] - rx0, 0), Wc - w)
-        y0 = min(max(b[1] - ry0, 0), Hc - h)
-        org.append((x0, y0))
+    B = canvas.shape[0]
     n = 2 * B
-    ar_w = torch.arange(w, device=dev, dtype=torch.float32)
-    ar_h = torch.arange(h, device=dev, dtype=torch.float32)
-    xs = torch.stack([ar_w + (x0 + rx0) for x0, _ in org]).repeat_interleave(B, 0)    # (2B, w)
-    ys = torch.stack([ar_h + (y0 + ry0) for _, y0 in org]).repeat_interleave(B, 0)    # (2B, h)
-    upper = e.upper.reshape(n, -1, 2)
-    lower = e.lower.reshape(n, -1, 2)
-    upper_open = e.upper_open.reshape(n, -1, 2)
-    fr = LocalFrame(upper[:, 0], upper[:, -1])
-    uu, vu_pts = fr.uv_points(upper)
-    ul, vl_pts = fr.uv_points(lower)
-    uo, vo_pts = fr.uv_points(upper_open)
-    table = height_table(torch.stack([uu, ul, uo], 1), torch.stack([vu_pts, vl_pts, vo_pts], 1))
-    u, v = fr.uv_box(xs, ys)
-    hts = lookup(table, u)
-    vu, vl, vo = hts[:, 0], hts[:, 1], hts[:, 2]
-    eh = torch.tensor(e.eye_heights, device=dev).repeat_interleave(B)[:, None, None]  # (2B, 1, 1)
+    dev = canvas.device
+    w, h = plan.size
+    rx0, ry0 = origin
+    offs = [(x - rx0, y - ry0) for x, y in plan.origins]
+    M = torch.from_numpy(plan.affine).to(dev)
+    co = torch.matmul(pixel_table(h, w, dev), M).view(n, h, w, 7)
+    hts = lookup(torch.from_numpy(plan.table).to(dev), co[..., 0:2])
+    u, v = co[..., 0], co[..., 2]
+    vu, vl = hts[:, 0], hts[:, 1]
     au = u.abs()
-    in_u = ((1.0 - au) * 30.0).clamp(0.0, 1.0)
-    opening = ramp(v - vu, 0.9) * ramp(vl - v, 0.9) * in_u
-    closing = ((vu - vo) / (0.35 * eh + 0.5)).clamp(0.0, 1.0)  # 0 while the lid is up
-    # the lid: warped lid skin from a little above the open lid line down to the current lid edge,
-    # blended toward the lid colour more strongly near the edge (a soft gradient, no hard top)
-    lid_top = vo - 0.3 * eh
-    depth = ((v - lid_top) / (vu - lid_top).clamp_min(1.0)).clamp(0.0, 1.0)
-    edge_in = ramp(vu - v + 0.5, 1.0)
-    side = smoothstep((1.0 - au) / 0.35)
-    skin_w = (0.6 * closing * side * edge_in) * smoothstep(depth)
-    lash_w = (0.45 * closing * side) * torch.exp(-(((vu - v) / (0.07 * eh + 0.6)) ** 2))
-    # similarity: current frame -> rest frame, in crop px
-    s = to_crop_scale
-    offs = torch.tensor(to_crop_offset, device=dev)
-    a_c = (upper[:, 0] + offs) * s
-    b_c = (upper[:, -1] + offs) * s
-    rest_a = rest[eye_upper[:, 0], :2].repeat_interleave(B, 0)
-    rest_b = rest[eye_upper[:, -1], :2].repeat_interleave(B, 0)
-    cur = b_c - a_c
-    rv = rest_b - rest_a
-    denom = (cur * cur).sum(-1).clamp_min(1e-6)
-    re = ((rv[:, 0] * cur[:, 0] + rv[:, 1] * cur[:, 1]) / denom)[:, None, None]
-    im = ((rv[:, 1] * cur[:, 0] - rv[:, 0] * cur[:, 1]) / denom)[:, None, None]
-    px = ((xs + offs[0]) * s - a_c[:, 0, None])[:, None, :]
-    py = ((ys + offs[1]) * s - a_c[:, 1, None])[:, :, None]
-    norm = 2.0 / (crop_size - 1)
-    sx = (re * px - im * py + rest_a[:, 0, None, None]) * norm - 1
-    sy = (im * px + re * py + rest_a[:, 1, None, None]) * norm - 1
-    g = e.gaze_offset.reshape(n, 2) * norm
-    pl = F.grid_sample(plate.expand(n, -1, -1, -1), torch.stack([sx, sy], -1), mode="bilinear",
-                       padding_mode="border", align_corners=True)
-    ir = F.grid_sample(iris_rgba.expand(n, -1, -1, -1),
-                       torch.stack([sx - g[:, 0, None, None], sy - g[:, 1, None, None]], -1),
-                       mode="bilinear", padding_mode="zeros", align_corners=True)
+    opening = ramp(v - vu, 0.9) * ramp(vl - v, 0.9) * ((1.0 - au) * 30.0).clamp_(0.0, 1.0)
+    pl = F.grid_sample(plate.expand(n, -1, -1, -1), co[..., 3:5], mode="bilinear", padding_mode="border",
+                       align_corners=True)
+    ir = F.grid_sample(iris_rgba.expand(n, -1, -1, -1), co[..., 5:7], mode="bilinear", padding_mode="zeros",
+                       align_corners=True)
     colour = pl + (ir[:, :3] - pl) * ir[:, 3:4]
-    # shadow cast by the lid as it comes down
-    colour = colour * (1.0 - 0.25 * closing * torch.exp(-(v - vu).clamp_min(0) / (0.18 * eh + 0.5)))[:, None]
-    crops = torch.cat([canvas[:, :3, y0:y0 + h, x0:x0 + w] for x0, y0 in org])
-    lc = lid_colour.repeat_interleave(B, 0)                  # (2B, 2, 3)
-    lid = crops + (lc[:, 0, :, None, None] - crops) * skin_w[:, None]
-    lid = lid + (lc[:, 1, :, None, None] - lid) * lash_w[:, None]
-    new = lid + (colour - lid) * opening[:, None]
-    gate = _gate(e).reshape(n)[:, None, None, None]
+    crops = torch.cat([canvas[:, :3, y:y + h, x:x + w] for x, y in offs])
+    base = crops
+    if plan.blinking:
+        eh = torch.from_numpy(plan.eye_height).to(dev)[:, None, None]
+        vo = hts[:, 2]
+        closing = ((vu - vo) / (0.35 * eh + 0.5)).clamp(0.0, 1.0)  # 0 while the lid is up
+        # the lid: warped lid skin from a little above the open lid line down to the current lid edge,
+        # blended toward the lid colour more strongly near the edge (a soft gradient, no hard top)
+        lid_top = vo - 0.3 * eh
+        depth = ((v - lid_top) / (vu - lid_top).clamp_min(1.0)).clamp(0.0, 1.0)
+        # reaches a little below the lid edge as it closes: the collapsed eye under a shut lid can
+        # leave a sliver of iris in the coarse warp
+        edge_in = ramp(vu - v + 0.5 + 0.12 * eh * closing, 1.0)
+        side = smoothstep((1.0 - au) / 0.35) * closing
+        skin_w = (0.8 * side * edge_in) * smoothstep(depth)
+        lash_w = (0.35 * side) * torch.exp(-(((vu - v) / (0.06 * eh + 0.5)) ** 2))
+        lc = lid_colour.repeat_interleave(B, 0)                  # (2B, 2, 3)
+        base = base + (lc[:, 0, :, None, None] - base) * skin_w[:, None]
+        base = base + (lc[:, 1, :, None, None] - base) * lash_w[:, None]
+        # shadow cast by the lid as it comes down
+        colour = colour * (1.0 - 0.25 * closing * torch.exp(-(v - vu).clamp_min(0) / (0.18 * eh + 0.5)))[:, None]
+    new = base + (colour - base) * opening[:, None]
+    gate = torch.from_numpy(plan.gate).to(dev)[:, None, None, None]
     new = crops + (new - crops) * gate
-    for i, (x0, y0) in enumerate(org):
-        canvas[:, :3, y0:y0 + h, x0:x0 + w] = new[i * B:(i + 1) * B]
+    for i, (x, y) in enumerate(offs):
+        canvas[:, :3, y:y + h, x:x + w] = new[i * B:(i + 1) * B]

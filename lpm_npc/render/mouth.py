@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lpm_npc.render.contour import LocalFrame, height_table, lookup, ramp, smoothstep
+from lpm_npc.render.contour import Frame, height_table, lookup, pixel_table, ramp, smoothstep
 
 # tooth boundaries along u (incisors wider in the middle), as a share of the half mouth width
 _TOOTH_EDGES = (0.0, 0.19, -0.19, 0.35, -0.35)
@@ -24,53 +24,51 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass
-class MouthFrame:
-    """Per-frame mouth contours in output pixels."""
+class MouthPlan:
+    """Host-side (numpy) per-frame plan of the mouth layer."""
 
-    upper: torch.Tensor        # (B, 11, 2) inner upper lip, corner to corner
-    lower: torch.Tensor        # (B, 11, 2) inner lower lip
-    teeth_line: torch.Tensor   # (B, 11, 2) where the upper teeth hang from (inner upper lip without expression)
-    mouth_width: float         # rest mouth width in output px
-    colours: torch.Tensor      # (5, 3) lip, skin, teeth, cavity, tongue (0..255)
-
-
-def _frame(m: MouthFrame) -> LocalFrame:
-    return LocalFrame(m.upper[:, 0], m.upper[:, -1])
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 output px
+    affine: np.ndarray              # (B, 3, 3) [col, row, 1] -> u, 0, v
+    table: np.ndarray               # (B, 3, 1, T) heights of the inner upper lip, inner lower lip, teeth line
+    max_gap: float                  # widest opening over the batch (px)
+    mouth_width: float              # rest mouth width, output px
 
 
-def mouth_box(m: MouthFrame) -> tuple[torch.Tensor, torch.Tensor]:
-    """Box (4,) x0, y0, x1, y1 in output px over the batch (lip bands included), and the largest gap (px)."""
-    pts = torch.cat([m.upper, m.lower], 1)
-    margin = 2.0 + 0.1 * m.mouth_width
-    box = torch.cat([pts.amin(dim=(0, 1)) - margin, pts.amax(dim=(0, 1)) + margin + 1.0])
-    fr = _frame(m)
-    gap = fr.uv_points(m.lower)[1] - fr.uv_points(m.upper)[1]
-    return box, gap[:, 1:-1].amax()
-
-
-def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], m: MouthFrame, box: list[float]) -> None:
-    """Composite the mouth interior into canvas (B, 4, h, w) float 0..255 in place; pixel (0, 0) is `origin`."""
-    B, _, Hc, Wc = canvas.shape
-    rx0, ry0 = origin
-    x0 = max(int(np.floor(box[0])) - rx0, 0)
-    y0 = max(int(np.floor(box[1])) - ry0, 0)
-    x1 = min(int(np.ceil(box[2])) - rx0, Wc)
-    y1 = min(int(np.ceil(box[3])) - ry0, Hc)
+def plan_mouth(upper: np.ndarray, lower: np.ndarray, teeth_line: np.ndarray, mouth_width: float,
+               width: int, height: int) -> MouthPlan | None:
+    """Plan the mouth layer from the inner lips (B, 11, 2) in output px; None when every mouth is closed."""
+    fr = Frame(upper[:, 0], upper[:, -1])
+    gap = fr.uv(lower)[1] - fr.uv(upper)[1]
+    max_gap = float(gap[:, 1:-1].max())
+    if max_gap <= 0.0:  # a closed mouth covers nothing: the layer would be exact identity
+        return None
+    pts = np.concatenate([upper, lower], 1)
+    margin = 2.0 + 0.1 * mouth_width
+    x0, y0 = np.maximum(np.floor(pts.min(axis=(0, 1)) - margin), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(pts.max(axis=(0, 1)) + margin + 1), [width, height]).astype(int)
     if x1 - x0 < 2 or y1 - y0 < 2:
-        return
+        return None
+    B = upper.shape[0]
+    M = np.zeros((B, 3, 3))
+    M[:, :, [0, 2]] = fr.uv_affine(np.repeat(np.array([[x0, y0]], np.float64), B, 0))
+    return MouthPlan(box=(int(x0), int(y0), int(x1), int(y1)), affine=M.astype(np.float32),
+                     table=height_table(fr, [upper, lower, teeth_line]), max_gap=max_gap, mouth_width=mouth_width)
+
+
+def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPlan, colours: torch.Tensor) -> None:
+    """Composite the mouth interior into canvas (B, 4, h, w) float 0..255 in place; pixel (0, 0) is `origin`."""
+    B = canvas.shape[0]
+    rx0, ry0 = origin
+    bx0, by0, bx1, by1 = plan.box
+    x0, y0, x1, y1 = bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0
+    h, w = y1 - y0, x1 - x0
     dev = canvas.device
-    mw = m.mouth_width
-    fr = _frame(m)
-    uu, vu_pts = fr.uv_points(m.upper)
-    ul, vl_pts = fr.uv_points(m.lower)
-    ut, vt_pts = fr.uv_points(m.teeth_line)
-    table = height_table(torch.stack([uu, ul, ut], 1), torch.stack([vu_pts, vl_pts, vt_pts], 1))
-    xs = torch.arange(x0 + rx0, x1 + rx0, device=dev, dtype=torch.float32)
-    ys = torch.arange(y0 + ry0, y1 + ry0, device=dev, dtype=torch.float32)
-    u, v = fr.uv_box(xs, ys)
-    hts = lookup(table, u)
+    mw = plan.mouth_width
+    co = torch.matmul(pixel_table(h, w, dev), torch.from_numpy(plan.affine).to(dev)).view(B, h, w, 3)
+    hts = lookup(torch.from_numpy(plan.table).to(dev), co[..., 0:2])
+    u, v = co[..., 0], co[..., 2]
     vu, vl, vt = hts[:, 0], hts[:, 1], hts[:, 2]
-    col = m.colours
+    col = colours
     au = u.abs()
     au2 = au * au
     gap = (vl - vu).clamp_min(0.0)
@@ -85,7 +83,7 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], m: MouthFrame
     lip = col[0][None, :, None, None]
     luma = torch.tensor(_LUMA, device=dev)
     lum = (region * luma[None, :, None, None]).sum(1)
-    pale = ((lum - float(col[0] @ luma) - 8.0) * (1.0 / 40.0)).clamp(0.0, 1.0)
+    pale = ((lum - ((col[0] * luma).sum() + 8.0)) * (1.0 / 40.0)).clamp(0.0, 1.0)
     open_f = (gap * (1.0 / (0.03 * mw + 1.0))).clamp(0.0, 1.0)
     band = torch.exp(-(v - vl).clamp_min(0.0) * (1.0 / (0.035 * mw + 0.5))) * ramp(v - vl, 1.0) \
         + torch.exp(-(vu - v).clamp_min(0.0) * (1.0 / (0.02 * mw + 0.5))) * ramp(vu - v, 1.0)
@@ -102,17 +100,18 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], m: MouthFrame
     tongue = col[4][None, :, None, None] * (0.7 + 0.3 * depth[:, None]) * (0.75 + 0.25 * (1 - au2))[:, None]
     colour = colour + (tongue - colour) * t_w[:, None]
     # lower teeth: a faint, shaded hint just above the lower lip at wide openings
-    lt_h = 0.04 * mw
-    lt_w = ramp(v - (vl - lt_h), 0.4 * lt_h + 1.0) * smoothstep((0.5 - au) / 0.3) \
-        * (0.3 * smoothstep((gap - 0.12 * mw) / (0.1 * mw + 1.0)))
-    colour = colour + (col[2][None, :, None, None] * 0.6 - colour) * lt_w[:, None]
+    if plan.max_gap > 0.12 * mw:  # (the term is exactly 0 below that gap)
+        lt_h = 0.04 * mw
+        lt_w = ramp(v - (vl - lt_h), 0.4 * lt_h + 1.0) * smoothstep((0.5 - au) / 0.3) \
+            * (0.3 * smoothstep((gap - 0.12 * mw) / (0.1 * mw + 1.0)))
+        colour = colour + (col[2][None, :, None, None] * 0.6 - colour) * lt_w[:, None]
     # upper teeth hanging from the neutral upper lip line: a soft band whose height follows the opening
     t_top = vt - 0.015 * mw
     t_len = (0.085 * mw) * (1.0 - 0.5 * au2)
     t_bot = t_top + t_len
     edge = max(1.0, 0.02 * mw)
-    ut_w = ramp(t_bot - v, edge) * ramp(v - t_top, 1.0) * smoothstep((0.72 - au) / 0.3) * 0.9
-    shade = (1.0 - 0.55 * au2) * (0.62 + 0.38 * smoothstep((v - vu) / (0.045 * mw + 1.0)))
+    ut_w = ramp(t_bot - v, edge) * ramp(v - t_top, 1.0) * smoothstep((0.66 - au) / 0.32) * 0.85
+    shade = (0.88 - 0.6 * au2) * (0.55 + 0.45 * smoothstep((v - vu) / (0.05 * mw + 1.0)))
     shade = shade * (1.0 - 0.12 * smoothstep((v - t_bot + 0.3 * t_len) / (0.3 * t_len + 1.0)))
     tooth_px = 0.19 * 0.5 * mw
     sep_k = 0.09 * float(np.clip((tooth_px - 4.0) / 4.0, 0.0, 1.0))

@@ -29,8 +29,8 @@ from lpm_npc.character.geometry import TERM_INDEX, TERMS
 from lpm_npc.character.rig import CharacterRig
 from lpm_npc.errors import InvalidInputError
 from lpm_npc.performance.motion import CHANNEL_INDEX, MOTION_CHANNELS, NUM_CHANNELS, clip_motion
-from lpm_npc.render.eyes import EyeFrame, build_eye_textures, composite_eyes, eye_boxes, lid_colours
-from lpm_npc.render.mouth import MouthFrame, composite_mouth, mouth_box
+from lpm_npc.render.eyes import build_eye_textures, composite_eyes, lid_colours, plan_eyes
+from lpm_npc.render.mouth import composite_mouth, plan_mouth
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ class PreparedRig:
     lid_colours: torch.Tensor        # (2, 2, 3) per eye: lid skin, lash line
     mouth_width: float
     face_width: float
+    iris_radii: np.ndarray           # (2,) crop px
+    rest_corners: np.ndarray         # (2, 2, 2) crop px: per eye, the upper lid's two corners
     still: dict = field(default_factory=dict)  # (N, width, height, alpha) -> cached still frame
 
 
@@ -259,7 +261,9 @@ class TorchRenderer:
             iris=torch.as_tensor(g.iris, **f32), eye_heights=(eye_h[0], eye_h[1]),
             colours=torch.as_tensor(g.mouth_colours, **f32),
             lid_colours=torch.as_tensor(lid_colours(rig.image, rig.landmarks, g.eye_upper), **f32),
-            mouth_width=float(g.scales[0]), face_width=float(g.scales[2]))
+            mouth_width=float(g.scales[0]), face_width=float(g.scales[2]),
+            iris_radii=np.asarray(g.iris[:, 2], np.float64),
+            rest_corners=np.asarray(g.vertices[g.eye_upper[:, [0, -1]], :2], np.float64))
 
     # ------------------------------------------------------------------ per frame
     def vertex_positions(self, p: PreparedRig, motion: torch.Tensor,
@@ -284,10 +288,11 @@ class TorchRenderer:
         px = F.pad(fld, (1, 1, 1, 1), mode="replicate")
         gx = (px[:, :, 1:-1, 2:] - px[:, :, 1:-1, :-2]) * inv2h                 # d field / dx
         gy = (px[:, :, 2:, 1:-1] - px[:, :, :-2, 1:-1]) * inv2h                 # d field / dy
-        # inverse Jacobian of x -> x + field(x): [[1 + gx0, gy0], [gx1, 1 + gy1]]^-1, stored row-major
+        # inverse Jacobian of x -> x + field(x): [[a, b], [c, d]]^-1 = [[d, -b], [-c, a]] / det, stored by
+        # columns (first column, then second) so that a step is col0 * rx + col1 * ry
         a, b, c, d = gx[:, 0:1] + 1, gy[:, 0:1], gx[:, 1:2], gy[:, 1:2] + 1
         det = (a * d - b * c).clamp_min_(0.1)
-        f6 = torch.cat([fld, torch.cat([d, -b, -c, a], 1) / det], 1)           # (B, 6, G, G)
+        f6 = torch.cat([fld, torch.cat([d, -c, -b, a], 1) / det], 1)           # (B, 6, G, G)
         y = p.base_grid_cf
         x = y - fld
         norm = 2.0 / (p.size - 1)
@@ -295,8 +300,8 @@ class TorchRenderer:
         for _ in range(NEWTON_STEPS):
             smp = F.grid_sample(f6, (x * norm - 1).permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
                                 align_corners=True)
-            r = (x + smp[:, :2] - y).repeat(1, 2, 1, 1)                          # rx, ry, rx, ry
-            step = (smp[:, 2:] * r).view(B, 2, 2, G, G).sum(2)
+            r = x + smp[:, :2] - y
+            step = smp[:, 2:4] * r[:, 0:1] + smp[:, 4:6] * r[:, 1:2]
             x = x - step.clamp_(-lim, lim)
         return x
 
@@ -313,7 +318,7 @@ class TorchRenderer:
             raise InvalidInputError(f"motion must be (B, {NUM_CHANNELS}), got {m.shape}")
         m = clip_motion(np.nan_to_num(m))
         with torch.inference_mode():
-            return self._render(prepared, torch.from_numpy(m).to(prepared.device), width, height, alpha_matte)
+            return self._render(prepared, torch.from_numpy(m).to(prepared.device), m, width, height, alpha_matte)
 
     def _texture(self, p: PreparedRig, N: int) -> torch.Tensor:
         tex = p.textures[0]
@@ -340,7 +345,8 @@ class TorchRenderer:
             p.still[key] = still
         return still
 
-    def _render(self, p: PreparedRig, motion: torch.Tensor, width: int, height: int, alpha: bool):
+    def _render(self, p: PreparedRig, motion: torch.Tensor, m_host: np.ndarray, width: int, height: int,
+                alpha: bool):
         B = motion.shape[0]
         dev = p.device
         N = max(width, height)
@@ -364,42 +370,38 @@ class TorchRenderer:
         pos_out = pos * (1.0 / s) - off
         helper = helper * (1.0 / s) - off
         n_mouth = p.mouth_upper.shape[0]
-        teeth = helper[:B, :n_mouth]
-        lids_open = helper[B:, n_mouth:].reshape(B, 2, -1, 2)
 
         # coarse backward map, and the box (crop px) of the triangles around the vertices that move
         x = self.backward_map(p, pos)
         moving = ((pos - p.rest[:, :2]).abs().amax(dim=(0, 2)) > ACTIVE_EPS)    # (V,)
         move_box = torch.where(moving[:, None], p.ring_box, float(4 * S)).amin(0)
-        gaze = motion[:, CHANNEL_INDEX["gaze_x"]:CHANNEL_INDEX["gaze_y"] + 1] * torch.tensor(GAZE_RANGE, device=dev)
-        eyes = EyeFrame(
-            upper=torch.stack([pos_out[:, p.eye_upper[0]], pos_out[:, p.eye_upper[1]]]),
-            upper_open=lids_open.transpose(0, 1),
-            lower=torch.stack([pos_out[:, p.eye_lower[0]], pos_out[:, p.eye_lower[1]]]),
-            blink=motion[:, [CHANNEL_INDEX["blink_l"], CHANNEL_INDEX["blink_r"]]].t(),
-            gaze_offset=gaze[None] * p.iris[:, 2, None, None],
-            eye_heights=(p.eye_heights[0] / s, p.eye_heights[1] / s))
-        mouth = MouthFrame(upper=pos_out[:, p.mouth_upper], lower=pos_out[:, p.mouth_lower], teeth_line=teeth,
-                           mouth_width=p.mouth_width / s, colours=p.colours)
-        eb, egate = eye_boxes(eyes)
-        mb, mopen = mouth_box(mouth)
-        # one host sync for every box and gate
-        vals = torch.cat([move_box, eb.reshape(-1), egate, mb, mopen.reshape(1)]).tolist()
-        mx0, my0, mx1, my1 = vals[0], vals[1], -vals[2], -vals[3]
-        eye_box = [vals[4:8], vals[8:12]]
-        eye_on = vals[12:14]
-        m_box, m_on = vals[14:18], vals[18] > 0.0
+        # one host sync: the moving box and the layer contours (layers plan per item on the host)
+        parts = [move_box, pos_out[:, p.eye_upper.reshape(-1)], pos_out[:, p.eye_lower.reshape(-1)],
+                 helper[:, n_mouth:], pos_out[:, p.mouth_upper], pos_out[:, p.mouth_lower], helper[:B, :n_mouth]]
+        host = torch.cat([t.reshape(-1) for t in parts]).cpu().numpy().astype(np.float64)
+        sizes = [t.numel() for t in parts]
+        mb, eu, el, eo, mu, ml, mt = np.split(host, np.cumsum(sizes)[:-1])
+        lids = lambda a: a.reshape(B, 2, -1, 2).transpose(1, 0, 2, 3)  # noqa: E731  (2, B, 9, 2)
+        eu, el = lids(eu), lids(el)
+        eo = eo.reshape(2, B, -1, 2)[1].reshape(B, 2, -1, 2).transpose(1, 0, 2, 3)  # the no-blink half
+        gaze = m_host[:, CHANNEL_INDEX["gaze_x"]:CHANNEL_INDEX["gaze_y"] + 1] * np.asarray(GAZE_RANGE)
+        eye_plan = plan_eyes(
+            eu, el, eo, m_host[:, [CHANNEL_INDEX["blink_l"], CHANNEL_INDEX["blink_r"]]].T.astype(np.float64),
+            gaze[None] * p.iris_radii[:, None, None], (p.eye_heights[0] / s, p.eye_heights[1] / s),
+            p.rest_corners, s, (float(ox), float(oy)), S, width, height)
+        mouth_plan = plan_mouth(mu.reshape(B, -1, 2), ml.reshape(B, -1, 2), mt.reshape(B, -1, 2),
+                                p.mouth_width / s, width, height)
 
         boxes = []
+        mx0, my0, mx1, my1 = mb[0], mb[1], -mb[2], -mb[3]
         if mx1 >= mx0:  # crop px -> output px, one coarse cell of margin for the bilinear upsample
             cell = (S - 1) / (G - 1)
             boxes.append(((mx0 - cell) / s - ox - 1, (my0 - cell) / s - oy - 1,
                           (mx1 + cell) / s - ox + 2, (my1 + cell) / s - oy + 2))
-        eyes_on = max(eye_on) > 0
-        if eyes_on:
-            boxes.extend(eye_box)
-        if m_on:
-            boxes.append(m_box)
+        if eye_plan is not None:
+            boxes.append(eye_plan.box)
+        if mouth_plan is not None:
+            boxes.append(mouth_plan.box)
         still = self._still(p, N, width, height, alpha)
         if p.device.type == "cpu":
             frames = np.empty((B,) + still.shape, np.uint8)
@@ -420,16 +422,17 @@ class TorchRenderer:
         ogrid = self._output_grid(N, width, height, dev)[:, ry0:ry1, rx0:rx1]
         grid = F.grid_sample(bmap, ogrid.expand(B, -1, -1, -1), mode="bilinear", padding_mode="border",
                              align_corners=True).permute(0, 2, 3, 1)
-        canvas = F.grid_sample(self._texture(p, N).expand(B, -1, -1, -1), grid, mode="bilinear",
-                               padding_mode="border", align_corners=True)
+        tex = self._texture(p, N)
+        if not alpha:  # the matte is not needed: sample RGB only
+            tex = tex[:, :3]
+        canvas = F.grid_sample(tex.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                               align_corners=True)
         origin = (rx0, ry0)
-        if eyes_on:
-            composite_eyes(canvas, origin, eyes, eye_box, eye_on, p.plate, p.iris_rgba, p.rest, p.eye_upper,
-                           s, (float(ox), float(oy)), p.lid_colours, S)
-        if m_on:
-            composite_mouth(canvas, origin, mouth, m_box)
-        if not alpha:
-            canvas[:, 3] = 255.0
+        if eye_plan is not None:
+            composite_eyes(canvas, origin, eye_plan, p.plate, p.iris_rgba, p.lid_colours)
+        if mouth_plan is not None:
+            composite_mouth(canvas, origin, mouth_plan, p.colours)
+        C = canvas.shape[1]  # 3 (opaque: alpha stays 255 from the still frame) or 4
         if isinstance(frames, np.ndarray):
             import cv2
 
@@ -437,10 +440,10 @@ class TorchRenderer:
             np.add(r, 0.5, out=r)
             np.clip(r, 0.0, 255.0, out=r)
             u8 = r.astype(np.uint8)
-            for b in range(B):
-                frames[b, ry0:ry1, rx0:rx1] = cv2.merge([u8[b, 0], u8[b, 1], u8[b, 2], u8[b, 3]])
+            for b in range(B):  # cv2.merge interleaves planes far faster than a strided copy
+                frames[b, ry0:ry1, rx0:rx1, :C] = cv2.merge([u8[b, c] for c in range(C)])
             return frames
-        frames[:, ry0:ry1, rx0:rx1] = canvas.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        frames[:, ry0:ry1, rx0:rx1, :C] = canvas.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return frames.cpu().numpy()
 
     def _output_grid(self, N: int, width: int, height: int, device: torch.device) -> torch.Tensor:
