@@ -249,9 +249,12 @@ def _mouth_basis(pos: np.ndarray, lm: np.ndarray, basis: np.ndarray, fixed: set[
     w = np.where(au <= 1.0, w_in, w_out)
     # the lower lip opens as a lens: full drop in the middle, tapering to the corners' share
     uc = float(np.mean(np.abs(fr.uv(lm[[78, 308]])[0])))
-    for i in up[1:-1] + lo[1:-1] + oup[1:-1] + olo[1:-1]:
-        if i in lo or i in olo:
-            w[i] = 0.22 + 0.78 * float(np.clip(1 - (u_all[i] / uc) ** 2, 0, 1)) ** 0.8
+    # (the lips are classified explicitly: with a closed mouth at rest the inner upper and lower lip
+    # points lie on the mid line, where the sign of t is noise)
+    for i in up[1:-1] + oup[1:-1]:
+        w[i] = 0.0
+    for i in lo[1:-1] + olo[1:-1]:
+        w[i] = 0.22 + 0.78 * float(np.clip(1 - (u_all[i] / uc) ** 2, 0, 1)) ** 0.8
     w[NUM_MESH_LANDMARKS:] = 0.0
     for i in (61, 291, 78, 308):
         w[i] = 0.22
@@ -403,7 +406,7 @@ def _grid_tables(points2d: np.ndarray, tri: Delaunay, size: int, g: int) -> tupl
     return tri.simplices[simp].astype(np.int32), bary.astype(np.float32)
 
 
-def build_geometry(lm: np.ndarray, image: np.ndarray, size: int, grid_size: int = 128) -> RigGeometry:
+def build_geometry(lm: np.ndarray, image: np.ndarray, size: int, grid_size: int = 96) -> RigGeometry:
     """Build the mesh, basis and grid tables for landmarks `lm` (478,3) of a square crop of side `size`."""
     lm = np.asarray(lm, np.float32)
     oval = lm[list(FACE_OVAL)]

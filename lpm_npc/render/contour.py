@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TABLE_SIZE = 48
-_U = np.linspace(-1.0, 1.0, TABLE_SIZE)
+TABLE_SIZE = 160  # fine enough for functions of u such as tooth separation lines
+TABLE_U = np.linspace(-1.0, 1.0, TABLE_SIZE)
 
 
 class Frame:
@@ -53,14 +53,20 @@ class Frame:
 
 def height_table(frame: Frame, contours: list[np.ndarray]) -> np.ndarray:
     """(N, C, 1, TABLE_SIZE) heights v of each contour (N, K, 2) at uniform u in [-1, 1] (clamped ends)."""
-    N = len(frame.o)
-    out = np.empty((N, len(contours), 1, TABLE_SIZE), np.float32)
-    for c, pts in enumerate(contours):
-        u, v = frame.uv(pts)
-        for n in range(N):
-            order = np.argsort(u[n])
-            out[n, c, 0] = np.interp(_U, u[n, order], v[n, order])
-    return out
+    uv = [frame.uv(pts) for pts in contours]
+    U = np.stack([a for a, _ in uv], 1)                               # (N, C, K)
+    V = np.stack([b for _, b in uv], 1)
+    order = np.argsort(U, axis=-1)
+    U = np.take_along_axis(U, order, -1)
+    V = np.take_along_axis(V, order, -1)
+    K = U.shape[-1]
+    idx = np.clip((TABLE_U[:, None] >= U[:, :, None, :]).sum(-1), 1, K - 1)   # (N, C, T)
+    u0 = np.take_along_axis(U, idx - 1, -1)
+    u1 = np.take_along_axis(U, idx, -1)
+    v0 = np.take_along_axis(V, idx - 1, -1)
+    v1 = np.take_along_axis(V, idx, -1)
+    t = np.clip((TABLE_U - u0) / np.maximum(u1 - u0, 1e-6), 0.0, 1.0)
+    return (v0 + t * (v1 - v0))[:, :, None].astype(np.float32)
 
 
 _PIXELS: dict[tuple[int, int, str], torch.Tensor] = {}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lpm_npc.render.contour import Frame, height_table, lookup, pixel_table, ramp, smoothstep
+from lpm_npc.render.contour import TABLE_U, Frame, height_table, lookup, pixel_table, ramp, smoothstep
 
 
 def lid_colours(image: np.ndarray, landmarks: np.ndarray, eye_upper: np.ndarray) -> np.ndarray:
@@ -91,7 +91,7 @@ class EyePlan:
     gate: np.ndarray                # (2B,) layer weight
     blinking: bool                  # any lid below its open position (else the lid terms are exactly 0)
     affine: np.ndarray              # (2B, 3, 7) [col, row, 1] -> u, 0, v, plate x, y, iris x, y (normalised)
-    table: np.ndarray               # (2B, 3, 1, T) heights of the upper, lower and open upper lids
+    table: np.ndarray               # (2B, 5, 1, T) upper, lower and open upper lid heights; in-eye and side profiles
     eye_height: np.ndarray          # (2B,) rest eye opening height, output px
 
     @property
@@ -125,7 +125,12 @@ def plan_eyes(upper: np.ndarray, lower: np.ndarray, upper_open: np.ndarray, blin
     h = int(min(height, (x1y1 - x0y0)[:, 1].max()))
     if w < 2 or h < 2:
         return None
-    origins = [(int(min(x0y0[e, 0], width - w)), int(min(x0y0[e, 1], height - h))) for e in range(2)]
+    # each crop grows away from the other eye, so that the two crops do not overlap
+    left = int(np.argmin(x0y0[:, 0]))
+    origins = []
+    for e in range(2):
+        x = x1y1[e, 0] - w if e == left else x0y0[e, 0]
+        origins.append((int(np.clip(x, 0, width - w)), int(min(x0y0[e, 1], height - h))))
     n = 2 * B
     up = upper.reshape(n, -1, 2)
     fr = Frame(up[:, 0], up[:, -1])
@@ -149,9 +154,13 @@ def plan_eyes(upper: np.ndarray, lower: np.ndarray, upper_open: np.ndarray, blin
     M[:, 0, 4], M[:, 1, 4], M[:, 2, 4] = im * s * norm, re * s * norm, (im * cx + re * cy + ra[:, 1]) * norm - 1
     M[:, :, 5:7] = M[:, :, 3:5]
     M[:, 2, 5:7] -= gaze_offset.reshape(n, 2) * norm
-    table = height_table(fr, [up, lower.reshape(n, -1, 2), upper_open.reshape(n, -1, 2)])
+    hts = height_table(fr, [up, lower.reshape(n, -1, 2), upper_open.reshape(n, -1, 2)])
+    au = np.abs(TABLE_U)
+    side = np.clip((1.0 - au) / 0.35, 0.0, 1.0)
+    prof = np.stack([np.clip((1.0 - au) * 30.0, 0.0, 1.0), side * side * (3 - 2 * side)])   # functions of u
+    table = np.concatenate([hts, np.broadcast_to(prof[None, :, None], (n, 2, 1, len(au)))], 1)
     return EyePlan(origins=origins, size=(w, h), gate=gate.astype(np.float32), blinking=bool(blink.max() > 0),
-                   affine=M.astype(np.float32), table=table,
+                   affine=M.astype(np.float32), table=np.ascontiguousarray(table, np.float32),
                    eye_height=np.repeat(np.asarray(eye_heights, np.float32), B))
 
 
@@ -174,10 +183,9 @@ def composite_eyes(canvas: torch.Tensor, origin: tuple[int, int], plan: EyePlan,
     M = torch.from_numpy(plan.affine).to(dev)
     co = torch.matmul(pixel_table(h, w, dev), M).view(n, h, w, 7)
     hts = lookup(torch.from_numpy(plan.table).to(dev), co[..., 0:2])
-    u, v = co[..., 0], co[..., 2]
+    v = co[..., 2]
     vu, vl = hts[:, 0], hts[:, 1]
-    au = u.abs()
-    opening = ramp(v - vu, 0.9) * ramp(vl - v, 0.9) * ((1.0 - au) * 30.0).clamp_(0.0, 1.0)
+    opening = ramp(v - vu, 0.9) * ramp(vl - v, 0.9) * hts[:, 3]
     pl = F.grid_sample(plate.expand(n, -1, -1, -1), co[..., 3:5], mode="bilinear", padding_mode="border",
                        align_corners=True)
     ir = F.grid_sample(iris_rgba.expand(n, -1, -1, -1), co[..., 5:7], mode="bilinear", padding_mode="zeros",
@@ -196,7 +204,7 @@ def composite_eyes(canvas: torch.Tensor, origin: tuple[int, int], plan: EyePlan,
         # reaches a little below the lid edge as it closes: the collapsed eye under a shut lid can
         # leave a sliver of iris in the coarse warp
         edge_in = ramp(vu - v + 0.5 + 0.12 * eh * closing, 1.0)
-        side = smoothstep((1.0 - au) / 0.35) * closing
+        side = hts[:, 4] * closing
         skin_w = (0.8 * side * edge_in) * smoothstep(depth)
         lash_w = (0.35 * side) * torch.exp(-(((vu - v) / (0.06 * eh + 0.5)) ** 2))
         lc = lid_colour.repeat_interleave(B, 0)                  # (2B, 2, 3)
@@ -206,6 +214,6 @@ def composite_eyes(canvas: torch.Tensor, origin: tuple[int, int], plan: EyePlan,
         colour = colour * (1.0 - 0.25 * closing * torch.exp(-(v - vu).clamp_min(0) / (0.18 * eh + 0.5)))[:, None]
     new = base + (colour - base) * opening[:, None]
     gate = torch.from_numpy(plan.gate).to(dev)[:, None, None, None]
-    new = crops + (new - crops) * gate
-    for i, (x, y) in enumerate(offs):
-        canvas[:, :3, y:y + h, x:x + w] = new[i * B:(i + 1) * B]
+    delta = (new - crops) * gate  # exactly 0 wherever the layer does nothing
+    for i, (x, y) in enumerate(offs):  # added, not assigned: correct even if the two crops overlap
+        canvas[:, :3, y:y + h, x:x + w] += delta[i * B:(i + 1) * B]

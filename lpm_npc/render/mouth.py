@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lpm_npc.render.contour import Frame, height_table, lookup, pixel_table, ramp, smoothstep
+from lpm_npc.render.contour import TABLE_U, Frame, height_table, lookup, pixel_table, ramp, smoothstep
 
 # tooth boundaries along u (incisors wider in the middle), as a share of the half mouth width
 _TOOTH_EDGES = (0.0, 0.19, -0.19, 0.35, -0.35)
@@ -34,6 +34,54 @@ class MouthPlan:
     mouth_width: float              # rest mouth width, output px
 
 
+def _smooth(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+# channels of the mouth table: contour heights, then functions of u only (evaluated on the host)
+_CH = ("vu", "vl", "t_top", "t_bot", "inside", "lip_side", "cav", "tongue_side", "tongue_shade", "tongue_off",
+       "low_side", "teeth_side", "teeth_shade")
+_C = {n: i for i, n in enumerate(_CH)}
+
+
+_PROFILES: dict[float, np.ndarray] = {}
+
+
+def _u_functions(mw: float) -> np.ndarray:
+    """(len(_CH) - 4, T) profiles along u of the layer's horizontal shading (mouth width mw, output px)."""
+    key = round(mw, 3)
+    prof = _PROFILES.get(key)
+    if prof is None:
+        if len(_PROFILES) > 64:
+            _PROFILES.clear()
+        prof = _PROFILES[key] = _u_profiles(mw)
+    return prof
+
+
+def _u_profiles(mw: float) -> np.ndarray:
+    u = TABLE_U
+    au = np.abs(u)
+    au2 = u * u
+    shade = 0.88 - 0.6 * au2
+    tooth_px = 0.19 * 0.5 * mw
+    sep_k = 0.09 * float(np.clip((tooth_px - 4.0) / 4.0, 0.0, 1.0))  # no separation lines on small teeth
+    if sep_k > 0:
+        width = max(0.8, 0.006 * mw) / (0.5 * mw)
+        shade = shade * (1.0 - sep_k * np.exp(-(((u[:, None] - np.asarray(_TOOTH_EDGES)) / width) ** 2)).sum(1))
+    return np.stack([
+        np.clip((1.0 - au) * 40.0, 0.0, 1.0),          # inside the corners
+        _smooth((0.95 - au) / 0.25),                    # lip-edge fix
+        0.5 + 0.5 * (1 - au2),                          # cavity: darker toward the corners
+        _smooth((0.75 - au) / 0.3),                     # tongue extent
+        0.75 + 0.25 * (1 - au2),                        # tongue shading
+        0.02 * mw * (1 - au2),                          # tongue mound
+        _smooth((0.5 - au) / 0.3),                      # lower teeth extent
+        _smooth((0.66 - au) / 0.32) * 0.85,             # upper teeth extent
+        shade,                                          # upper teeth shading (+ separations)
+    ])
+
+
 def plan_mouth(upper: np.ndarray, lower: np.ndarray, teeth_line: np.ndarray, mouth_width: float,
                width: int, height: int) -> MouthPlan | None:
     """Plan the mouth layer from the inner lips (B, 11, 2) in output px; None when every mouth is closed."""
@@ -43,7 +91,8 @@ def plan_mouth(upper: np.ndarray, lower: np.ndarray, teeth_line: np.ndarray, mou
     if max_gap <= 0.0:  # a closed mouth covers nothing: the layer would be exact identity
         return None
     pts = np.concatenate([upper, lower], 1)
-    margin = 2.0 + 0.1 * mouth_width
+    mw = mouth_width
+    margin = 2.0 + 0.1 * mw
     x0, y0 = np.maximum(np.floor(pts.min(axis=(0, 1)) - margin), 0).astype(int)
     x1, y1 = np.minimum(np.ceil(pts.max(axis=(0, 1)) + margin + 1), [width, height]).astype(int)
     if x1 - x0 < 2 or y1 - y0 < 2:
@@ -51,12 +100,19 @@ def plan_mouth(upper: np.ndarray, lower: np.ndarray, teeth_line: np.ndarray, mou
     B = upper.shape[0]
     M = np.zeros((B, 3, 3))
     M[:, :, [0, 2]] = fr.uv_affine(np.repeat(np.array([[x0, y0]], np.float64), B, 0))
-    return MouthPlan(box=(int(x0), int(y0), int(x1), int(y1)), affine=M.astype(np.float32),
-                     table=height_table(fr, [upper, lower, teeth_line]), max_gap=max_gap, mouth_width=mouth_width)
+    hts = height_table(fr, [upper, lower, teeth_line])              # (B, 3, 1, T)
+    table = np.empty((B, len(_CH), 1, hts.shape[-1]), np.float32)
+    table[:, 0:2] = hts[:, 0:2]
+    # upper teeth hang from the neutral upper lip line, shorter toward the sides
+    table[:, 2, 0] = hts[:, 2, 0] - 0.015 * mw
+    table[:, 3, 0] = table[:, 2, 0] + 0.085 * mw * (1.0 - 0.5 * TABLE_U ** 2)
+    table[:, 4:, 0] = _u_functions(mw)[None]
+    return MouthPlan(box=(int(x0), int(y0), int(x1), int(y1)), affine=M.astype(np.float32), table=table,
+                     max_gap=max_gap, mouth_width=mw)
 
 
 def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPlan, colours: torch.Tensor) -> None:
-    """Composite the mouth interior into canvas (B, 4, h, w) float 0..255 in place; pixel (0, 0) is `origin`."""
+    """Composite the mouth interior into canvas (B, C, h, w) float 0..255 in place; pixel (0, 0) is `origin`."""
     B = canvas.shape[0]
     rx0, ry0 = origin
     bx0, by0, bx1, by1 = plan.box
@@ -65,65 +121,49 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPl
     dev = canvas.device
     mw = plan.mouth_width
     co = torch.matmul(pixel_table(h, w, dev), torch.from_numpy(plan.affine).to(dev)).view(B, h, w, 3)
-    hts = lookup(torch.from_numpy(plan.table).to(dev), co[..., 0:2])
-    u, v = co[..., 0], co[..., 2]
-    vu, vl, vt = hts[:, 0], hts[:, 1], hts[:, 2]
+    t = lookup(torch.from_numpy(plan.table).to(dev), co[..., 0:2])
+    v = co[..., 2]
+    vu, vl = t[:, 0], t[:, 1]
     col = colours
-    au = u.abs()
-    au2 = au * au
     gap = (vl - vu).clamp_min(0.0)
     soft = max(0.7, 0.004 * mw)
-    inside_u = ((1.0 - au) * 40.0).clamp(0.0, 1.0)
+    d_up = v - vu   # below the upper lip
+    d_lo = vl - v   # above the lower lip
     # coverage of the opening; a closed mouth (gap <= 0) covers nothing, so the layer is then exact identity
-    opening = ramp(v - vu, soft) * ramp(vl - v, soft) * inside_u * (gap * (0.5 / soft)).clamp(max=1.0)
+    opening = (ramp(d_up, soft) * ramp(d_lo, soft) * t[:, _C["inside"]] * (gap * (0.5 / soft)).clamp(max=1.0))
     region = canvas[:, :3, y0:y1, x0:x1]
 
     # lips: where the portrait's own teeth were baked into the inner lip edge, pull pale pixels toward
     # the lip colour (only as far as the mouth is open, so a closed mouth is left as it is)
-    lip = col[0][None, :, None, None]
     luma = torch.tensor(_LUMA, device=dev)
-    lum = (region * luma[None, :, None, None]).sum(1)
-    pale = ((lum - ((col[0] * luma).sum() + 8.0)) * (1.0 / 40.0)).clamp(0.0, 1.0)
-    open_f = (gap * (1.0 / (0.03 * mw + 1.0))).clamp(0.0, 1.0)
-    band = torch.exp(-(v - vl).clamp_min(0.0) * (1.0 / (0.035 * mw + 0.5))) * ramp(v - vl, 1.0) \
-        + torch.exp(-(vu - v).clamp_min(0.0) * (1.0 / (0.02 * mw + 0.5))) * ramp(vu - v, 1.0)
-    lip_w = (0.85 * band * pale * open_f * smoothstep((0.95 - au) / 0.25))[:, None]
-    region = region + (lip * 0.9 - region) * lip_w
+    lum = torch.einsum("bchw,c->bhw", region, luma)
+    pale = ((lum - ((col[0] * luma).sum() + 8.0)) * (1.0 / 40.0)).clamp_(0.0, 1.0)
+    band = torch.exp(d_lo.clamp(max=0.0) * (1.0 / (0.035 * mw + 0.5))) * ramp(-d_lo, 1.0) \
+        + torch.exp(d_up.clamp(max=0.0) * (1.0 / (0.02 * mw + 0.5))) * ramp(-d_up, 1.0)
+    lip_w = band * pale * (gap * (1.0 / (0.03 * mw + 1.0))).clamp_(max=1.0) * (0.85 * t[:, _C["lip_side"]])
+    region = region + (col[0][None, :, None, None] * 0.9 - region) * lip_w[:, None]
 
     # cavity, darker toward the corners and the back
-    depth = smoothstep((v - vu) / (gap + 1e-3))
-    colour = col[3][None, :, None, None] * (0.5 + 0.5 * (1 - au2))[:, None]
+    depth = smoothstep(d_up / (gap + 1e-3))
+    colour = col[3][None, :, None, None] * t[:, None, _C["cav"]]
     # tongue: a low mound near the lower lip, visible once the mouth is open enough
-    tongue_top = vl - 0.5 * gap.clamp(max=0.2 * mw) - 0.02 * mw * (1 - au2)
-    t_w = ramp(v - tongue_top, 0.05 * mw + 1.0) * smoothstep((0.75 - au) / 0.3) \
-        * (0.8 * smoothstep(gap / (0.12 * mw + 1.0)))
-    tongue = col[4][None, :, None, None] * (0.7 + 0.3 * depth[:, None]) * (0.75 + 0.25 * (1 - au2))[:, None]
+    tongue_top = vl - 0.5 * gap.clamp(max=0.2 * mw) - t[:, _C["tongue_off"]]
+    t_w = ramp(v - tongue_top, 0.05 * mw + 1.0) * t[:, _C["tongue_side"]] \
+        * (0.8 * smoothstep(gap * (1.0 / (0.12 * mw + 1.0))))
+    tongue = col[4][None, :, None, None] * ((0.7 + 0.3 * depth) * t[:, _C["tongue_shade"]])[:, None]
     colour = colour + (tongue - colour) * t_w[:, None]
-    # lower teeth: a faint, shaded hint just above the lower lip at wide openings
-    if plan.max_gap > 0.12 * mw:  # (the term is exactly 0 below that gap)
+    if plan.max_gap > 0.12 * mw:  # lower teeth: a faint hint at wide openings (exactly 0 below that gap)
         lt_h = 0.04 * mw
-        lt_w = ramp(v - (vl - lt_h), 0.4 * lt_h + 1.0) * smoothstep((0.5 - au) / 0.3) \
-            * (0.3 * smoothstep((gap - 0.12 * mw) / (0.1 * mw + 1.0)))
+        lt_w = ramp(lt_h - d_lo, 0.4 * lt_h + 1.0) * t[:, _C["low_side"]] \
+            * (0.3 * smoothstep((gap - 0.12 * mw) * (1.0 / (0.1 * mw + 1.0))))
         colour = colour + (col[2][None, :, None, None] * 0.6 - colour) * lt_w[:, None]
-    # upper teeth hanging from the neutral upper lip line: a soft band whose height follows the opening
-    t_top = vt - 0.015 * mw
-    t_len = (0.085 * mw) * (1.0 - 0.5 * au2)
-    t_bot = t_top + t_len
-    edge = max(1.0, 0.02 * mw)
-    ut_w = ramp(t_bot - v, edge) * ramp(v - t_top, 1.0) * smoothstep((0.66 - au) / 0.32) * 0.85
-    shade = (0.88 - 0.6 * au2) * (0.55 + 0.45 * smoothstep((v - vu) / (0.05 * mw + 1.0)))
-    shade = shade * (1.0 - 0.12 * smoothstep((v - t_bot + 0.3 * t_len) / (0.3 * t_len + 1.0)))
-    tooth_px = 0.19 * 0.5 * mw
-    sep_k = 0.09 * float(np.clip((tooth_px - 4.0) / 4.0, 0.0, 1.0))
-    if sep_k > 0:
-        uw = u * (0.5 * mw / max(0.8, 0.006 * mw))
-        centres = torch.tensor(_TOOTH_EDGES, device=dev) * (0.5 * mw / max(0.8, 0.006 * mw))
-        sep = 1.0 - sep_k * torch.exp(-((uw[..., None] - centres) ** 2)).sum(-1)
-        shade = shade * sep
-    teeth = col[2][None, :, None, None] * shade[:, None]
-    colour = colour + (teeth - colour) * ut_w[:, None]
+    # upper teeth hanging from the neutral upper lip line: a soft, shaded band just under the upper lip
+    t_top, t_bot = t[:, _C["t_top"]], t[:, _C["t_bot"]]
+    ut_w = ramp(t_bot - v, max(1.0, 0.02 * mw)) * ramp(v - t_top, 1.0) * t[:, _C["teeth_side"]]
+    shade = t[:, _C["teeth_shade"]] * (0.55 + 0.45 * smoothstep(d_up * (1.0 / (0.05 * mw + 1.0))))
+    colour = colour + (col[2][None, :, None, None] * shade[:, None] - colour) * ut_w[:, None]
     # a soft shadow under the upper lip and above the lower lip
-    lip_shadow = 1.0 - 0.4 * torch.exp(-(v - vu).clamp_min(0) * (1.0 / (0.03 * mw + 0.5))) \
-        - 0.25 * torch.exp(-(vl - v).clamp_min(0) * (1.0 / (0.025 * mw + 0.5)))
+    lip_shadow = 1.0 - 0.4 * torch.exp(-d_up.clamp_min(0) * (1.0 / (0.03 * mw + 0.5))) \
+        - 0.25 * torch.exp(-d_lo.clamp_min(0) * (1.0 / (0.025 * mw + 0.5)))
     colour = colour * lip_shadow[:, None]
     canvas[:, :3, y0:y1, x0:x1] = region + (colour - region) * opening[:, None]

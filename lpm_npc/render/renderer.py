@@ -188,6 +188,15 @@ def _deform(terms: torch.Tensor, basis: torch.Tensor, rest: torch.Tensor, hw: to
     return p1 + ((p1 - pivot[:2]) @ pose.roll) * hw
 
 
+def _cv2_threads() -> None:
+    """Keep OpenCV's thread pool at torch's thread budget (the process's CPU budget for rendering)."""
+    import cv2
+
+    n = torch.get_num_threads()
+    if cv2.getNumThreads() != n:
+        cv2.setNumThreads(n)
+
+
 def _ring_boxes(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """(V, 4) bounding box x0, y0, -x1, -y1 of the triangles around each vertex (where its motion reaches)."""
     V = vertices.shape[0]
@@ -204,7 +213,7 @@ def _ring_boxes(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 class TorchRenderer:
     """The torch implementation of `Renderer` (CPU or CUDA)."""
 
-    def __init__(self, device: str = "cpu", grid_size: int = 128):
+    def __init__(self, device: str = "cpu", grid_size: int = 96):
         self.device = torch.device(device)
         self.grid_size = int(grid_size)
         self.name = f"torch-{self.device.type}"
@@ -333,15 +342,24 @@ class TorchRenderer:
         still = p.still.get(key)
         if still is None:
             grid = self._output_grid(N, width, height, p.device)
-            img = F.grid_sample(self._texture(p, N), grid, mode="bilinear", padding_mode="border",
-                                align_corners=True)
-            if not alpha:
-                img[:, 3] = 255.0
-            still = img.add_(0.5).clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
-            if p.device.type == "cpu":
-                still = still.numpy()
-            if len(p.still) > 16:
-                p.still.clear()
+            tex = self._texture(p, N)
+            if p.device.type == "cpu":  # the same path as the per-frame warp, with the identity map
+                import cv2
+
+                _cv2_threads()
+                side = tex.shape[-1]
+                ox, oy = (N - width) // 2, (N - height) // 2
+                maps = self._maps_cpu(p, p.base_grid_cf[0], N, (ox, oy), width, height, side)
+                still = cv2.remap(self._texture_u8(p, side, alpha), maps, None, cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            else:
+                img = F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=True)
+                if not alpha:
+                    img[:, 3] = 255.0
+                still = img.add_(0.5).clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
+            if len(p.still) > 24:
+                for k in [k for k in p.still if k[0] != "tex8"]:
+                    del p.still[k]
             p.still[key] = still
         return still
 
@@ -417,34 +435,97 @@ class TorchRenderer:
         if rx1 <= rx0 or ry1 <= ry0:
             return frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
 
-        norm = 2.0 / (S - 1)
-        bmap = x * norm - 1
-        ogrid = self._output_grid(N, width, height, dev)[:, ry0:ry1, rx0:rx1]
-        grid = F.grid_sample(bmap, ogrid.expand(B, -1, -1, -1), mode="bilinear", padding_mode="border",
-                             align_corners=True).permute(0, 2, 3, 1)
+        origin = (rx0, ry0)
         tex = self._texture(p, N)
+        if isinstance(frames, np.ndarray):
+            return self._warp_cpu(p, x, N, (ox, oy), tex, frames, (rx0, ry0, rx1, ry1), eye_plan, mouth_plan,
+                                  alpha)
+        ogrid = self._output_grid(N, width, height, dev)[:, ry0:ry1, rx0:rx1].expand(B, -1, -1, -1)
+        norm = 2.0 / (S - 1)
+        grid = F.grid_sample(x * norm - 1, ogrid, mode="bilinear", padding_mode="border",
+                             align_corners=True).permute(0, 2, 3, 1)
         if not alpha:  # the matte is not needed: sample RGB only
             tex = tex[:, :3]
         canvas = F.grid_sample(tex.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
                                align_corners=True)
-        origin = (rx0, ry0)
         if eye_plan is not None:
             composite_eyes(canvas, origin, eye_plan, p.plate, p.iris_rgba, p.lid_colours)
         if mouth_plan is not None:
             composite_mouth(canvas, origin, mouth_plan, p.colours)
         C = canvas.shape[1]  # 3 (opaque: alpha stays 255 from the still frame) or 4
-        if isinstance(frames, np.ndarray):
-            import cv2
-
-            r = canvas.numpy()
-            np.add(r, 0.5, out=r)
-            np.clip(r, 0.0, 255.0, out=r)
-            u8 = r.astype(np.uint8)
-            for b in range(B):  # cv2.merge interleaves planes far faster than a strided copy
-                frames[b, ry0:ry1, rx0:rx1, :C] = cv2.merge([u8[b, c] for c in range(C)])
-            return frames
         frames[:, ry0:ry1, rx0:rx1, :C] = canvas.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return frames.cpu().numpy()
+
+    def _warp_cpu(self, p: PreparedRig, x: torch.Tensor, N: int, offset: tuple[int, int], tex: torch.Tensor,
+                  frames: np.ndarray, region: tuple[int, int, int, int], eye_plan, mouth_plan,
+                  alpha: bool) -> np.ndarray:
+        """CPU path: `cv2.remap` of a uint8 RGBA texture writes the warped region straight into the frames
+        (no float image, no float -> uint8 pass); the layers then work on a float copy of their own box."""
+        import cv2
+
+        _cv2_threads()
+        B = frames.shape[0]
+        rx0, ry0, rx1, ry1 = region
+        side = tex.shape[-1]
+        tex8 = self._texture_u8(p, side, alpha)
+        H, W = frames.shape[1:3]
+        for b in range(B):
+            maps = self._maps_cpu(p, x[b], N, offset, W, H, side)
+            frames[b, ry0:ry1, rx0:rx1] = cv2.remap(tex8, maps[ry0:ry1, rx0:rx1], None, cv2.INTER_LINEAR,
+                                                    borderMode=cv2.BORDER_REPLICATE)
+        boxes = [pl.box for pl in (eye_plan, mouth_plan) if pl is not None]
+        if not boxes:
+            return frames
+        lx0 = max(rx0, min(b[0] for b in boxes))
+        ly0 = max(ry0, min(b[1] for b in boxes))
+        lx1 = min(rx1, max(b[2] for b in boxes))
+        ly1 = min(ry1, max(b[3] for b in boxes))
+        if lx1 <= lx0 or ly1 <= ly0:
+            return frames
+        sub = frames[:, ly0:ly1, lx0:lx1]
+        canvas = torch.from_numpy(np.ascontiguousarray(sub[..., :3].transpose(0, 3, 1, 2))).float()
+        if eye_plan is not None:
+            composite_eyes(canvas, (lx0, ly0), eye_plan, p.plate, p.iris_rgba, p.lid_colours)
+        if mouth_plan is not None:
+            composite_mouth(canvas, (lx0, ly0), mouth_plan, p.colours)
+        r = canvas.numpy()
+        for b in range(B):
+            # convertScaleAbs rounds and saturates to uint8 in one pass (values are >= 0: convex blends of
+            # 0..255 colours); merge interleaves planes far faster than a strided numpy copy
+            planes = [cv2.convertScaleAbs(r[b, c]) for c in range(3)]
+            sub[b] = cv2.merge(planes + [np.ascontiguousarray(sub[b, :, :, 3])])
+        return frames
+
+    @staticmethod
+    def _maps_cpu(p: PreparedRig, x: torch.Tensor, N: int, offset: tuple[int, int], W: int, H: int,
+                  side: int) -> np.ndarray:
+        """(H, W, 2) float32 texture-level px of every output pixel from the coarse backward map x (2, G, G).
+
+        The coarse map (crop px 0..S-1 -> level px 0..side-1, align_corners) is upsampled by an affine warp
+        (output px -> coarse index), ~5x cheaper than a grid_sample. It always covers the whole frame and the
+        still frame is made the same way, so each pixel's value (fixed-point weights, 1/32 of a coarse cell)
+        never depends on the region box or the batch.
+        """
+        import cv2
+
+        level = (x * ((side - 1) / (p.size - 1))).permute(1, 2, 0).contiguous().numpy()
+        k = (p.grid_size - 1) / (N - 1)
+        M = np.array([[k, 0.0, offset[0] * k], [0.0, k, offset[1] * k]])
+        return cv2.warpAffine(level, M, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def _texture_u8(self, p: PreparedRig, side: int, alpha: bool) -> np.ndarray:
+        """(side, side, 4) uint8 RGBA texture level for cv2 (alpha = matte, or 255 when opaque), cached."""
+        key = ("tex8", side, alpha)
+        t = p.still.get(key)
+        if t is None:
+            lvl = next(level for level in p.textures if level.shape[-1] == side)
+            img = lvl[0].permute(1, 2, 0).numpy().copy()
+            if not alpha:
+                img[..., 3] = 255.0
+            t = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+            p.still[key] = t
+        return t
 
     def _output_grid(self, N: int, width: int, height: int, device: torch.device) -> torch.Tensor:
         """(1, height, width, 2) normalised positions of the output pixels in the N x N square (cached)."""

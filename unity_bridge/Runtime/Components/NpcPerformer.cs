@@ -72,7 +72,9 @@ namespace LpmNpc.Unity
                 Size = (uint)Mathf.Clamp(size, 16, 1024),
                 Fps = LodPolicy.SnapFps((uint)Mathf.Max(1, fps)),
                 PixelFormat = pixelFormat,
-                FlipY = true,  // Texture2D rows go bottom-up: flipped buffers load upright
+                // Texture2D rows go bottom-up: flipped raw buffers load upright. JPEG is decoded by
+                // Texture2D.LoadImage, which orients it itself, so JPEG frames come unflipped.
+                FlipY = pixelFormat != Core.PixelFormat.Jpeg,
                 AlphaMatte = alphaMatte,
                 SendRig = sendRig,
                 NpcSampleRate = (uint)npcSampleRate,
