@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -43,6 +44,7 @@ def _speech16k() -> np.ndarray:
 def bench_stages(size: int, frames: int, speech: np.ndarray, cache_dir: Path | None) -> dict:
     """In-process, one torch thread: the cost of each stage per frame."""
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     runtime = Runtime(ServerConfig(cache_dir=cache_dir) if cache_dir else ServerConfig())
     try:
         session = runtime.open_session(SessionOptions(output=OutputOptions(width=size, height=size)), seed=1)

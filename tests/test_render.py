@@ -214,3 +214,43 @@ def test_shared_portraits_render(renderer, landmarker, name):
     f = landmarker.detect(frames[1, ..., :3])
     n = landmarker.detect(frames[0, ..., :3])
     assert (f.points[14, 1] - f.points[13, 1]) > (n.points[14, 1] - n.points[13, 1]) + 0.1 * rig.geometry.mouth_width
+
+
+def test_eye_layer_is_identity_at_gate_zero(prepared):
+    """With the lid up and the gaze centred the eye layer is skipped; rendering it would change nothing."""
+    import torch
+
+    from lpm_npc.render.eyes import composite_eyes, plan_eyes
+
+    g = np.array([[[100.0, 120.0], [110.0, 116.0], [120.0, 115.0], [130.0, 116.0], [140.0, 120.0]]])
+    upper = np.stack([g, g + [60.0, 0.0]])                      # (2, 1, 5, 2)
+    lower = upper + [0.0, 8.0]
+    corners = np.array([[[160.0, 120.0], [200.0, 120.0]], [[100.0, 120.0], [140.0, 120.0]]])
+    args = (upper, lower, upper, np.zeros((2, 1)), np.zeros((2, 1, 2)), (8.0, 8.0), corners, 2.0, (0.0, 0.0),
+            prepared.size, 256, 256)
+    assert plan_eyes(*args) is None
+    # force the layer on with a gate of exactly 0: the canvas must not change at all
+    plan = plan_eyes(upper, lower, upper, np.zeros((2, 1)), np.full((2, 1, 2), 0.3), *args[5:])
+    plan.gate[:] = 0.0
+    canvas = torch.rand(1, 3, 256, 256) * 255
+    before = canvas.clone()
+    composite_eyes(canvas, (0, 0), plan, prepared.plate, prepared.iris_rgba, prepared.lid_colours)
+    assert torch.equal(canvas, before)
+    # with the gaze on, the same call does change the eyes
+    plan = plan_eyes(upper, lower, upper, np.zeros((2, 1)), np.full((2, 1, 2), 0.3), *args[5:])
+    composite_eyes(canvas, (0, 0), plan, prepared.plate, prepared.iris_rgba, prepared.lid_colours)
+    assert not torch.equal(canvas, before)
+
+
+def test_torch_path_matches_cpu_path(rig):
+    """The grid_sample path (used on CUDA) and the CPU cv2.remap path render the same frames."""
+    fast, ref = TorchRenderer(), TorchRenderer()
+    ref.cpu_remap = False
+    ms = np.concatenate([motion(), motion(jaw_open=0.8, blink_l=1.0, head_yaw=8.0, gaze_x=0.5),
+                         motion(smile=1.0, head_pitch=-6.0, head_roll=5.0)])
+    for w, h in ((256, 256), (320, 180)):
+        a = fast.render(fast.prepare(rig), ms, w, h, alpha_matte=True).astype(np.float32)
+        b = ref.render(ref.prepare(rig), ms, w, h, alpha_matte=True).astype(np.float32)
+        assert a.shape == b.shape
+        assert np.abs(a - b).mean() < 0.5
+        assert np.percentile(np.abs(a - b), 99.9) < 8  # fixed- vs float-point sub-pixel sampling at sharp edges

@@ -211,3 +211,32 @@ def test_rig_extra_references(landmarker, astronaut):
 def test_rig_rejects_bad_input(landmarker):
     with pytest.raises(InvalidInputError):
         build_rig(np.zeros((10, 10), np.float32), landmarker)
+
+
+def test_crop_box_moves_inside_tight_source():
+    """A tight portrait (face filling the image) gets a crop that stays inside the source where it can."""
+    from lpm_npc.character.rig import MAX_FACE_SHARE, _fit_inside
+
+    cx, cy, side = _fit_inside(128.0, 148.0, 250.0, face=100.0, w=256, h=256)
+    assert side <= 256 and 100.0 / side <= MAX_FACE_SHARE + 1e-6
+    assert cx - side / 2 >= -1e-6 and cx + side / 2 <= 256 + 1e-6
+    assert cy - side / 2 >= -1e-6 and cy + side / 2 <= 256 + 1e-6
+    # a face too big for the source: the face share is capped and the rest is filled by _crop
+    cx, cy, side = _fit_inside(128.0, 128.0, 400.0, face=200.0, w=256, h=256)
+    assert abs(200.0 / side - MAX_FACE_SHARE) < 1e-6
+
+
+def test_crop_fill_is_not_replicated_border():
+    """Outside the source the crop is a blurred reflection, not the edge row smeared down (streaks)."""
+    from lpm_npc.character.rig import _crop
+
+    rng = np.random.default_rng(3)
+    src = (rng.random((200, 200, 3)) * 255).astype(np.uint8)
+    src = np.ascontiguousarray(np.repeat(np.repeat(src[::10, ::10], 10, 0), 10, 1))  # blocky texture
+    out = _crop(src, 100.0, 160.0, 200.0, 200)       # the lower 30% of the crop is below the source
+    inside = out[:120].astype(np.float32)
+    assert np.abs(inside - src[60:180].astype(np.float32)).mean() < 3   # inside: the source itself
+    below = out[150:].astype(np.float32)
+    edge = out[139:140].astype(np.float32)
+    assert np.abs(below - edge).mean() > 5            # not the last row repeated
+    assert below.std(axis=0).mean() > 1               # and not constant down each column

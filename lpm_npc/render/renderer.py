@@ -173,6 +173,11 @@ class _Pose:
         self.roll = torch.stack([cr - 1, sr, -sr, cr - 1], -1).view(-1, 2, 2)  # row-vector form of Rz - I
         self.cap = cap
 
+    def repeat(self, n: int) -> "_Pose":
+        out = _Pose.__new__(_Pose)
+        out.A, out.roll, out.cap = self.A.repeat(n, 1, 1), self.roll.repeat(n, 1, 1), self.cap
+        return out
+
 
 def _deform(terms: torch.Tensor, basis: torch.Tensor, rest: torch.Tensor, hw: torch.Tensor, pivot: torch.Tensor,
             pose: _Pose) -> torch.Tensor:
@@ -218,6 +223,14 @@ class TorchRenderer:
         self.grid_size = int(grid_size)
         self.name = f"torch-{self.device.type}"
         self._grids: dict[tuple[int, int, int, str], torch.Tensor] = {}
+        self.cpu_remap = True
+
+    # The CPU path warps with cv2.remap on a uint8 texture; the torch path (grid_sample) serves CUDA and
+    # can be forced on CPU (tests compare the two).
+    cpu_remap: bool = True
+
+    def _cv2_path(self, p: PreparedRig) -> bool:
+        return p.device.type == "cpu" and self.cpu_remap
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, rig: CharacterRig) -> PreparedRig:
@@ -338,19 +351,18 @@ class TorchRenderer:
 
     def _still(self, p: PreparedRig, N: int, width: int, height: int, alpha: bool):
         """The reference resampled to the output (identity map): (H, W, 4) uint8, numpy on CPU."""
-        key = (N, width, height, alpha)
+        key = (N, width, height, alpha, self._cv2_path(p))
         still = p.still.get(key)
         if still is None:
             grid = self._output_grid(N, width, height, p.device)
             tex = self._texture(p, N)
-            if p.device.type == "cpu":  # the same path as the per-frame warp, with the identity map
+            if self._cv2_path(p):  # the same path as the per-frame warp, with the identity map
                 import cv2
 
                 _cv2_threads()
                 side = tex.shape[-1]
-                ox, oy = (N - width) // 2, (N - height) // 2
-                maps = self._maps_cpu(p, p.base_grid_cf[0], N, (ox, oy), width, height, side)
-                still = cv2.remap(self._texture_u8(p, side, alpha), maps, None, cv2.INTER_LINEAR,
+                maps = self._maps_cpu(p, p.base_grid_cf, N, width, height, side, (0, 0, width, height))
+                still = cv2.remap(self._texture_u8(p, side, alpha), maps[0, 0], maps[0, 1], cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
             else:
                 img = F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=True)
@@ -381,7 +393,7 @@ class TorchRenderer:
         no_blink = terms.clone()
         no_blink[:, _BLINK_TERMS] = 0.0
         hid = p.helper_ids
-        hpose = _Pose(motion.repeat(2, 1), pose.cap)
+        hpose = pose.repeat(2)
         helper = _deform(torch.cat([neutral, no_blink]), p.helper_basis, p.rest[hid], p.head_weight[hid], p.pivot,
                          hpose)
         off = torch.tensor([ox, oy], dtype=torch.float32, device=dev)
@@ -421,7 +433,7 @@ class TorchRenderer:
         if mouth_plan is not None:
             boxes.append(mouth_plan.box)
         still = self._still(p, N, width, height, alpha)
-        if p.device.type == "cpu":
+        if self._cv2_path(p):
             frames = np.empty((B,) + still.shape, np.uint8)
             frames[:] = still
         else:
@@ -438,8 +450,7 @@ class TorchRenderer:
         origin = (rx0, ry0)
         tex = self._texture(p, N)
         if isinstance(frames, np.ndarray):
-            return self._warp_cpu(p, x, N, (ox, oy), tex, frames, (rx0, ry0, rx1, ry1), eye_plan, mouth_plan,
-                                  alpha)
+            return self._warp_cpu(p, x, N, tex, frames, (rx0, ry0, rx1, ry1), eye_plan, mouth_plan, alpha)
         ogrid = self._output_grid(N, width, height, dev)[:, ry0:ry1, rx0:rx1].expand(B, -1, -1, -1)
         norm = 2.0 / (S - 1)
         grid = F.grid_sample(x * norm - 1, ogrid, mode="bilinear", padding_mode="border",
@@ -456,7 +467,7 @@ class TorchRenderer:
         frames[:, ry0:ry1, rx0:rx1, :C] = canvas.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         return frames.cpu().numpy()
 
-    def _warp_cpu(self, p: PreparedRig, x: torch.Tensor, N: int, offset: tuple[int, int], tex: torch.Tensor,
+    def _warp_cpu(self, p: PreparedRig, x: torch.Tensor, N: int, tex: torch.Tensor,
                   frames: np.ndarray, region: tuple[int, int, int, int], eye_plan, mouth_plan,
                   alpha: bool) -> np.ndarray:
         """CPU path: `cv2.remap` of a uint8 RGBA texture writes the warped region straight into the frames
@@ -469,9 +480,9 @@ class TorchRenderer:
         side = tex.shape[-1]
         tex8 = self._texture_u8(p, side, alpha)
         H, W = frames.shape[1:3]
-        for b in range(B):
-            maps = self._maps_cpu(p, x[b], N, offset, W, H, side)
-            frames[b, ry0:ry1, rx0:rx1] = cv2.remap(tex8, maps[ry0:ry1, rx0:rx1], None, cv2.INTER_LINEAR,
+        maps = self._maps_cpu(p, x, N, W, H, side, region)
+        for b in range(B):  # separate x / y map planes: no interleaving copy
+            frames[b, ry0:ry1, rx0:rx1] = cv2.remap(tex8, maps[b, 0], maps[b, 1], cv2.INTER_LINEAR,
                                                     borderMode=cv2.BORDER_REPLICATE)
         boxes = [pl.box for pl in (eye_plan, mouth_plan) if pl is not None]
         if not boxes:
@@ -496,23 +507,19 @@ class TorchRenderer:
             sub[b] = cv2.merge(planes + [np.ascontiguousarray(sub[b, :, :, 3])])
         return frames
 
-    @staticmethod
-    def _maps_cpu(p: PreparedRig, x: torch.Tensor, N: int, offset: tuple[int, int], W: int, H: int,
-                  side: int) -> np.ndarray:
-        """(H, W, 2) float32 texture-level px of every output pixel from the coarse backward map x (2, G, G).
+    def _maps_cpu(self, p: PreparedRig, x: torch.Tensor, N: int, width: int, height: int, side: int,
+                  region: tuple[int, int, int, int]) -> np.ndarray:
+        """(B, 2, h, w) float32 texture-level px (x plane, y plane) of the region's output pixels.
 
-        The coarse map (crop px 0..S-1 -> level px 0..side-1, align_corners) is upsampled by an affine warp
-        (output px -> coarse index), ~5x cheaper than a grid_sample. It always covers the whole frame and the
-        still frame is made the same way, so each pixel's value (fixed-point weights, 1/32 of a coarse cell)
-        never depends on the region box or the batch.
+        The coarse backward map x (B, 2, G, G) in crop px is scaled to the texture level (align_corners:
+        0..S-1 -> 0..side-1) and upsampled per pixel by grid_sample: each pixel's value depends only on its
+        own position, never on the region box or the batch (the still frame is made the same way).
         """
-        import cv2
-
-        level = (x * ((side - 1) / (p.size - 1))).permute(1, 2, 0).contiguous().numpy()
-        k = (p.grid_size - 1) / (N - 1)
-        M = np.array([[k, 0.0, offset[0] * k], [0.0, k, offset[1] * k]])
-        return cv2.warpAffine(level, M, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+        rx0, ry0, rx1, ry1 = region
+        ogrid = self._output_grid(N, width, height, x.device)[:, ry0:ry1, rx0:rx1]
+        level = x * ((side - 1) / (p.size - 1))
+        return F.grid_sample(level, ogrid.expand(x.shape[0], -1, -1, -1), mode="bilinear", padding_mode="border",
+                             align_corners=True).numpy()
 
     def _texture_u8(self, p: PreparedRig, side: int, alpha: bool) -> np.ndarray:
         """(side, side, 4) uint8 RGBA texture level for cv2 (alpha = matte, or 255 when opaque), cached."""

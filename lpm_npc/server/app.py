@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import grpc
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -63,6 +64,7 @@ async def start_server(config: ServerConfig, runtime: Runtime | None = None) -> 
     """Start serving on config.host:config.port (port 0 picks a free one)."""
     # One render = one core: parallelism comes from sessions running on the executor's threads.
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # the CPU warp uses cv2.remap; one thread per render as well
     runtime = runtime or Runtime(config)
     executor = ThreadPoolExecutor(max_workers=max(1, config.render_threads), thread_name_prefix="render")
     server = grpc.aio.server(options=grpc_options(config), maximum_concurrent_rpcs=None)
