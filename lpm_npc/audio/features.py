@@ -53,7 +53,9 @@ class FeatureExtractor:
     Constant memory: only the last WIN samples and the previous band levels are kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, formants: bool = False) -> None:
+        """`formants=True` also fills f1_hz/f2_hz (LPC; ~5x the cost of everything else)."""
+        self.formants = formants
         self._buf = np.zeros(WIN, np.float32)    # last WIN samples (zeros before the start)
         self._pending = np.zeros(0, np.float32)  # samples of the incomplete hop
         self._prev_bands = np.full(len(_BANDS_HZ), -100.0, np.float32)
@@ -88,7 +90,7 @@ class FeatureExtractor:
 
     def _features(self, frames: np.ndarray) -> np.ndarray:
         n = frames.shape[0]
-        out = np.empty((n, NUM_FEATURES), np.float32)
+        out = np.zeros((n, NUM_FEATURES), np.float32)
         frames = frames - frames.mean(axis=1, keepdims=True)
         out[:, F["rms_db"]] = 10 * np.log10(np.mean(frames ** 2, axis=1) + _EPS)
         spec = np.abs(np.fft.rfft(frames * self._window, NFFT)) ** 2
@@ -112,10 +114,11 @@ class FeatureExtractor:
         voicing = np.clip(peak, 0, 1) * voiced_ok
         out[:, F["voicing"]] = voicing
         out[:, F["pitch_hz"]] = np.where(voicing > _VOICED, RATE / (lag + _MIN_LAG), 0.0)
-        f1, f2 = _formants(frames, self._lpc_window)
-        voiced = voicing > _VOICED
-        out[:, F["f1_hz"]] = np.where(voiced, f1, 0.0)
-        out[:, F["f2_hz"]] = np.where(voiced, f2, 0.0)
+        if self.formants:
+            f1, f2 = _formants(frames, self._lpc_window)
+            voiced = voicing > _VOICED
+            out[:, F["f1_hz"]] = np.where(voiced, f1, 0.0)
+            out[:, F["f2_hz"]] = np.where(voiced, f2, 0.0)
         return out
 
 

@@ -126,6 +126,9 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             reader.cancel()
             pump.cancel()
             self.streams.discard(stream)
+            log.info("session %s: %d frames sent, %d skipped (render late or paused), %d dropped for a "
+                     "slow reader", session.session_id, stream.stats.frames_sent, session.frames_skipped,
+                     out.dropped)
             self.runtime.close_session(session)
 
     async def _read(self, request_iterator, stream: _Stream) -> None:
