@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -97,6 +98,10 @@ async def serve_forever(config: ServerConfig, ready: threading.Event | None = No
     if warm_default:
         # Build (or load) the default character now so the first session starts without a pause.
         await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.store.ensure_default)
+    # Everything imported and built so far (torch, mediapipe, the default rig) lives for the whole
+    # process: move it out of the collector's reach so a full collection never stalls the frame clock.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
