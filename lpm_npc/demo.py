@@ -105,9 +105,11 @@ def run_demo(out_dir: Path = Path("out/demo"), size: int = 512, fps: int = 30, l
     print(f"  contact sheet  {sheet_path}")
     print(f"  frames         {result.frames} received, {summary['frames_dropped']} dropped, "
           f"{summary['fps_received']:.2f} fps (target {fps})")
-    print(f"  latency        NPC audio in -> frame out: client p50 {summary['client_latency_ms_p50']} ms, "
-          f"p95 {summary['client_latency_ms_p95']} ms (includes the {lookahead_ms} ms lookahead); "
-          f"server p50 {summary['server_latency_ms_p50']} ms, p95 {summary['server_latency_ms_p95']} ms")
+    print(f"  latency        NPC audio in -> frame showing it out, from when the audio was due (it is "
+          f"pushed ahead) or arrived, whichever is later:\n"
+          f"                 received by the client p50 {summary['client_latency_ms_p50']} ms, "
+          f"p95 {summary['client_latency_ms_p95']} ms; leaving the server p50 {summary['server_latency_ms_p50']} ms, "
+          f"p95 {summary['server_latency_ms_p95']} ms (lookahead {lookahead_ms} ms)")
     print(f"  render+encode  {summary['server_render_ms_mean']} ms per frame (server mean)")
     print(f"  events         {', '.join(summary['events'])}")
     if summary["errors"]:

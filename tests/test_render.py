@@ -254,3 +254,41 @@ def test_torch_path_matches_cpu_path(rig):
         assert a.shape == b.shape
         assert np.abs(a - b).mean() < 0.5
         assert np.percentile(np.abs(a - b), 99.9) < 8  # fixed- vs float-point sub-pixel sampling at sharp edges
+
+
+@pytest.mark.parametrize("w", [dict(smile=0.9, squint=0.3, jaw_open=0.5),
+                               dict(brow_inner_up=0.7, eye_wide=0.7, mouth_spread=0.4, jaw_open=0.6)])
+def test_open_mouth_tapers_and_keeps_lower_lip(renderer, prepared, rig, w):
+    """Talking with an emotion: the opening is widest in the middle and closes toward the corners, and
+    the lower lip's red moves down with the jaw instead of being swallowed by the opening."""
+    import torch
+
+    from lpm_npc.character.geometry import LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER_LOWER
+
+    def rings(m):
+        pos = renderer.vertex_positions(prepared, torch.as_tensor(m))[0].numpy()
+        return (pos[list(LIPS_INNER_UPPER), 1], pos[list(LIPS_INNER_LOWER), 1], pos[list(LIPS_OUTER_LOWER), 1])
+
+    mw = rig.geometry.mouth_width
+    iu, il, ol = rings(motion(**w))
+    gap = il - iu
+    centre = gap[4:7].max()
+    assert centre > 0.12 * mw
+    assert gap[1] < 0.15 * centre and gap[9] < 0.15 * centre   # nearly closed next to the corners
+    assert gap[2] < 0.5 * centre and gap[8] < 0.5 * centre
+    # lower-lip thickness (outer minus inner lower lip) kept within a pixel or so of the rest pose
+    _, il0, ol0 = rings(motion())
+    assert np.all((ol - il)[2:9] > 0.75 * (ol0 - il0)[2:9] - 1.0)
+    # and the layer shades the opening: dark, darker at the back (top) than at the floor of the mouth
+    out = render(renderer, prepared, rig, **w)
+    lm = rig.landmarks
+    cx = int(lm[[13, 14], 0].mean())
+    col = lum(out)[:, cx - 2:cx + 3].mean(1)
+    pos = renderer.vertex_positions(prepared, torch.as_tensor(motion(**w)))[0].numpy()
+    top, bot = pos[13, 1], pos[14, 1]
+    teeth_end = int(top + 0.1 * mw)
+    interior = col[teeth_end + 2:int(bot) - 2]
+    assert interior.max() < 90
+    assert col[teeth_end + 2:teeth_end + 5].mean() < col[int(bot) - 6:int(bot) - 3].mean()
+    # the upper teeth under the upper lip read as teeth (light), not grey
+    assert col[int(top) + 3:int(top) + 6].max() > 150

@@ -195,15 +195,16 @@ def test_interrupt_closes_the_mouth_and_returns_to_listening(client, server, npc
         got_before = collect(stream, seconds=2.5)
         flushed.set()
         stream.interrupt()
-        t_int = time.monotonic()
-        got_after = collect(stream, seconds=2.0)
+        got_after = collect(stream, max_frames=60)
+    interrupted = [e for e in got_after.events if EVENT_FROM_PB[e.type] is EventType.INTERRUPTED]
+    assert interrupted, "no INTERRUPTED event"
+    t_cut = interrupted[0].pts_us
     before = [mouth_darkness(rgba(f), box) for _, f in got_before.frames if f.pts_us > 0.8e6]
-    after_frames = [(w, f) for w, f in got_after.frames if w - t_int > 0.35]
-    after = [mouth_darkness(rgba(f), box) for _, f in after_frames]
+    # within a few frames of the cut (100 ms = 3 frames at 30 fps) the mouth is shut and still
+    after = [mouth_darkness(rgba(f), box) for _, f in got_after.frames if f.pts_us > t_cut + 100_000]
+    assert len(after) > 30
     assert np.std(after) < 0.4 * np.std(before)
     assert np.max(after) < np.mean(before) + 0.5 * (np.max(before) - np.mean(before))
-    types = [EVENT_FROM_PB[e.type] for e in got_after.events]
-    assert EventType.INTERRUPTED in types
 
 
 def test_emotion_tag_moves_mouth_corners_up(client, server):
@@ -221,7 +222,7 @@ def test_emotion_tag_moves_mouth_corners_up(client, server):
     with client.perform(width=512, fps=30) as stream:
         neutral = collect(stream, seconds=0.6).frames[-1][1]
         stream.set_state(Phase.IDLE, Emotion.HAPPY, 1.0, 200)
-        happy = collect(stream, seconds=1.2).frames[-1][1]
+        happy = collect(stream, max_frames=36).frames[-1][1]  # 1.2 s of session time
     try:
         assert corner_lift(rgba(happy)) > corner_lift(rgba(neutral)) + 0.03
     finally:
@@ -416,7 +417,7 @@ def test_resume_token_continues_the_emotion(client):
         first = collect(stream, max_frames=1)
         idx = list(first.started.rig_channel_names).index("frown")
         stream.set_state(Phase.IDLE, Emotion.SAD, 1.0, 100)
-        sad = collect(stream, seconds=1.0)
+        sad = collect(stream, max_frames=30)  # >= 1 s of session time, however loaded the machine
         token = first.started.resume_token
     assert sad.rigs[-1].weights[idx] > 0.2
     time.sleep(0.3)  # the server stores the state when the stream closes

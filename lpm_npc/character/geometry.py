@@ -251,10 +251,17 @@ def _mouth_basis(pos: np.ndarray, lm: np.ndarray, basis: np.ndarray, fixed: set[
     uc = float(np.mean(np.abs(fr.uv(lm[[78, 308]])[0])))
     # (the lips are classified explicitly: with a closed mouth at rest the inner upper and lower lip
     # points lie on the mid line, where the sign of t is noise)
-    for i in up[1:-1] + oup[1:-1]:
-        w[i] = 0.0
-    for i in lo[1:-1] + olo[1:-1]:
-        w[i] = 0.22 + 0.78 * float(np.clip(1 - (u_all[i] / uc) ** 2, 0, 1)) ** 0.8
+    # The drop tapers strongly toward the corners (a talking mouth opens mostly in the middle), and the
+    # inner and outer lower lip points of one column share one weight (taken at the inner point's u), so
+    # the red of the lower lip keeps its thickness and moves down with the jaw instead of being
+    # swallowed by the opening near the corners.
+    # Near the corners the upper lip goes down with the corners (0.22 of the drop), so the lips still
+    # meet there and the opening is a rounded lens in the middle, not a slit from corner to corner.
+    for k in range(1, 10):
+        e = float(_smoothstep((0.85 - abs(u_all[lo[k]]) / uc) / 0.6))
+        w[lo[k]] = w[olo[k]] = 0.22 + 0.78 * e
+        e = float(_smoothstep((0.85 - abs(u_all[up[k]]) / uc) / 0.6))
+        w[up[k]] = w[oup[k]] = 0.22 * (1 - e)
     w[NUM_MESH_LANDMARKS:] = 0.0
     for i in (61, 291, 78, 308):
         w[i] = 0.22

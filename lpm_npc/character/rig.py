@@ -16,7 +16,7 @@ from lpm_npc.errors import InvalidInputError, NoFaceError
 
 log = logging.getLogger(__name__)
 
-RIG_FORMAT_VERSION: int = 2
+RIG_FORMAT_VERSION: int = 3
 MIN_RIG_SIZE = 512
 MAX_RIG_SIZE = 1024
 FACE_SHARE = 0.40  # face width / crop width

@@ -63,7 +63,7 @@ def _u_profiles(mw: float) -> np.ndarray:
     u = TABLE_U
     au = np.abs(u)
     au2 = u * u
-    shade = 0.88 - 0.6 * au2
+    shade = 0.97 - 0.45 * au2
     tooth_px = 0.19 * 0.5 * mw
     sep_k = 0.09 * float(np.clip((tooth_px - 4.0) / 4.0, 0.0, 1.0))  # no separation lines on small teeth
     if sep_k > 0:
@@ -72,7 +72,7 @@ def _u_profiles(mw: float) -> np.ndarray:
     return np.stack([
         np.clip((1.0 - au) * 40.0, 0.0, 1.0),          # inside the corners
         _smooth((0.95 - au) / 0.25),                    # lip-edge fix
-        0.5 + 0.5 * (1 - au2),                          # cavity: darker toward the corners
+        0.45 + 0.55 * (1 - au2),                        # cavity: darker toward the corners
         _smooth((0.75 - au) / 0.3),                     # tongue extent
         0.75 + 0.25 * (1 - au2),                        # tongue shading
         0.02 * mw * (1 - au2),                          # tongue mound
@@ -80,6 +80,17 @@ def _u_profiles(mw: float) -> np.ndarray:
         _smooth((0.66 - au) / 0.32) * 0.85,             # upper teeth extent
         shade,                                          # upper teeth shading (+ separations)
     ])
+
+
+def _catmull_rom(p: np.ndarray, n: int = 3) -> np.ndarray:
+    """(B, K, 2) open polyline -> (B, (K - 1) * n + 1, 2) through the same points, with rounded joints."""
+    ext = np.concatenate([2 * p[:, :1] - p[:, 1:2], p, 2 * p[:, -1:] - p[:, -2:-1]], 1)
+    p0, p1, p2, p3 = ext[:, :-3], ext[:, 1:-2], ext[:, 2:-1], ext[:, 3:]
+    s = (np.arange(n) / n)[None, None, :, None]
+    s2, s3 = s * s, s * s * s
+    q = 0.5 * (2 * p1[:, :, None] + (p2 - p0)[:, :, None] * s + (2 * p0 - 5 * p1 + 4 * p2 - p3)[:, :, None] * s2
+               + (3 * p1 - p0 - 3 * p2 + p3)[:, :, None] * s3)
+    return np.concatenate([q.reshape(p.shape[0], -1, 2), p[:, -1:]], 1)
 
 
 def plan_mouth(upper: np.ndarray, lower: np.ndarray, teeth_line: np.ndarray, mouth_width: float,
@@ -100,11 +111,13 @@ def plan_mouth(upper: np.ndarray, lower: np.ndarray, teeth_line: np.ndarray, mou
     B = upper.shape[0]
     M = np.zeros((B, 3, 3))
     M[:, :, [0, 2]] = fr.uv_affine(np.repeat(np.array([[x0, y0]], np.float64), B, 0))
-    hts = height_table(fr, [upper, lower, teeth_line])              # (B, 3, 1, T)
+    # the lip contours are sampled at 11 points: round the opening between them (a polygon reads as a puppet)
+    hts = height_table(fr, [_catmull_rom(upper), _catmull_rom(lower), _catmull_rom(teeth_line)])   # (B, 3, 1, T)
     table = np.empty((B, len(_CH), 1, hts.shape[-1]), np.float32)
     table[:, 0:2] = hts[:, 0:2]
     # upper teeth hang from the neutral upper lip line, shorter toward the sides
-    table[:, 2, 0] = hts[:, 2, 0] - 0.015 * mw
+    # (never below the current upper lip: when a smile lifts the lip, the teeth edge stays just under it)
+    table[:, 2, 0] = np.minimum(hts[:, 2, 0], hts[:, 0, 0] + 0.01 * mw) - 0.015 * mw
     table[:, 3, 0] = table[:, 2, 0] + 0.085 * mw * (1.0 - 0.5 * TABLE_U ** 2)
     table[:, 4:, 0] = _u_functions(mw)[None]
     return MouthPlan(box=(int(x0), int(y0), int(x1), int(y1)), affine=M.astype(np.float32), table=table,
@@ -126,7 +139,7 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPl
     vu, vl = t[:, 0], t[:, 1]
     col = colours
     gap = (vl - vu).clamp_min(0.0)
-    soft = max(0.7, 0.004 * mw)
+    soft = max(1.0, 0.011 * mw)
     d_up = v - vu   # below the upper lip
     d_lo = vl - v   # above the lower lip
     # coverage of the opening; a closed mouth (gap <= 0) covers nothing, so the layer is then exact identity
@@ -143,27 +156,37 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPl
     lip_w = band * pale * (gap * (1.0 / (0.03 * mw + 1.0))).clamp_(max=1.0) * (0.85 * t[:, _C["lip_side"]])
     region = region + (col[0][None, :, None, None] * 0.9 - region) * lip_w[:, None]
 
-    # cavity, darker toward the corners and the back
+    # cavity: dark, darkest at the back under the upper teeth and toward the corners, a little light
+    # reaching the floor of the mouth in the middle
     depth = smoothstep(d_up / (gap + 1e-3))
-    colour = col[3][None, :, None, None] * t[:, None, _C["cav"]]
-    # tongue: a low mound near the lower lip, visible once the mouth is open enough
-    tongue_top = vl - 0.5 * gap.clamp(max=0.2 * mw) - t[:, _C["tongue_off"]]
-    t_w = ramp(v - tongue_top, 0.05 * mw + 1.0) * t[:, _C["tongue_side"]] \
-        * (0.8 * smoothstep(gap * (1.0 / (0.12 * mw + 1.0))))
-    tongue = col[4][None, :, None, None] * ((0.7 + 0.3 * depth) * t[:, _C["tongue_shade"]])[:, None]
+    cav_u = t[:, _C["cav"]]
+    colour = col[3][None, :, None, None] * ((0.4 + 0.9 * depth * cav_u) * cav_u)[:, None]
+    # tongue: a dim, low mound near the lower lip (in shadow: it must not read as a second lower lip)
+    tongue_top = vl - 0.45 * gap.clamp(max=0.2 * mw) - t[:, _C["tongue_off"]]
+    t_w = ramp(v - tongue_top, 0.08 * mw + 1.0) * t[:, _C["tongue_side"]] \
+        * (0.6 * smoothstep(gap * (1.0 / (0.14 * mw + 1.0))))
+    tongue = col[4][None, :, None, None] * ((0.35 + 0.25 * depth) * t[:, _C["tongue_shade"]])[:, None]
     colour = colour + (tongue - colour) * t_w[:, None]
     if plan.max_gap > 0.12 * mw:  # lower teeth: a faint hint at wide openings (exactly 0 below that gap)
         lt_h = 0.04 * mw
         lt_w = ramp(lt_h - d_lo, 0.4 * lt_h + 1.0) * t[:, _C["low_side"]] \
             * (0.3 * smoothstep((gap - 0.12 * mw) * (1.0 / (0.1 * mw + 1.0))))
-        colour = colour + (col[2][None, :, None, None] * 0.6 - colour) * lt_w[:, None]
-    # upper teeth hanging from the neutral upper lip line: a soft, shaded band just under the upper lip
+        colour = colour + (col[2][None, :, None, None] * 0.5 - colour) * lt_w[:, None]
+    # upper teeth just under the upper lip: off-white in the middle, falling into warm shadow toward
+    # the corners and right under the lip (shadow mixes toward the cavity colour, not toward grey)
     t_top, t_bot = t[:, _C["t_top"]], t[:, _C["t_bot"]]
     ut_w = ramp(t_bot - v, max(1.0, 0.02 * mw)) * ramp(v - t_top, 1.0) * t[:, _C["teeth_side"]]
-    shade = t[:, _C["teeth_shade"]] * (0.55 + 0.45 * smoothstep(d_up * (1.0 / (0.05 * mw + 1.0))))
-    colour = colour + (col[2][None, :, None, None] * shade[:, None] - colour) * ut_w[:, None]
+    lit = t[:, _C["teeth_shade"]] * (0.72 + 0.28 * smoothstep(d_up * (1.0 / (0.04 * mw + 1.0))))
+    teeth = col[3][None, :, None, None] + (col[2] - col[3])[None, :, None, None] * lit[:, None]
+    colour = colour + (teeth - colour) * ut_w[:, None]
     # a soft shadow under the upper lip and above the lower lip
-    lip_shadow = 1.0 - 0.4 * torch.exp(-d_up.clamp_min(0) * (1.0 / (0.03 * mw + 0.5))) \
-        - 0.25 * torch.exp(-d_lo.clamp_min(0) * (1.0 / (0.025 * mw + 0.5)))
+    lip_shadow = 1.0 - 0.3 * torch.exp(-d_up.clamp_min(0) * (1.0 / (0.02 * mw + 0.5))) \
+        - 0.3 * torch.exp(-d_lo.clamp_min(0) * (1.0 / (0.025 * mw + 0.5)))
     colour = colour * lip_shadow[:, None]
+    # the lips roll into the mouth: darken their inner edge a little so the opening meets them softly
+    # (scaled by the gap, so a closed mouth is left exactly as it is)
+    out_d = torch.maximum(-d_up, -d_lo).clamp_min(0.0)
+    rim = torch.exp(-out_d * (1.0 / (0.025 * mw + 0.5))) * t[:, _C["inside"]] \
+        * (gap * (1.0 / (0.04 * mw + 1.0))).clamp(max=1.0)
+    region = region * (1.0 - 0.28 * rim)[:, None]
     canvas[:, :3, y0:y1, x0:x1] = region + (colour - region) * opening[:, None]
