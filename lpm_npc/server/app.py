@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -102,6 +103,7 @@ async def serve_forever(config: ServerConfig, ready: threading.Event | None = No
     # process: move it out of the collector's reach so a full collection never stalls the frame clock.
     gc.collect()
     gc.freeze()
+    _watch_gc_pauses()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -115,6 +117,22 @@ async def serve_forever(config: ServerConfig, ready: threading.Event | None = No
     await stop.wait()
     log.info("signal received, shutting down")
     await running.drain_and_stop()
+
+
+def _watch_gc_pauses(threshold_ms: float = 30.0) -> None:
+    """Log garbage-collector pauses long enough to delay frames."""
+    started: dict[str, float] = {}
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started["t"] = time.perf_counter()
+        elif "t" in started:
+            ms = (time.perf_counter() - started.pop("t")) * 1000.0
+            if ms > threshold_ms:
+                log.warning("garbage collection (generation %d) paused the server for %.0f ms",
+                            info.get("generation", -1), ms)
+
+    gc.callbacks.append(callback)
 
 
 class BackgroundServer:

@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 
 # After the client half-closes, keep streaming until queued NPC speech has been shown, plus this.
 LINGER_AFTER_INPUT_S = 0.5
-MAX_LATE_FRAMES = 2  # a pump this many frames behind the clock skips ahead instead of bursting
+# A pump behind the clock renders back-to-back to catch up (frames that late are still shown by a
+# client's jitter buffer); only beyond this it skips ahead, since such frames would arrive too late.
+MAX_CATCH_UP_S = 0.1
 
 
 class _Stream:
@@ -236,8 +238,10 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                 due = t0 + session.next_pts() + lookahead
                 if due > now:
                     await asyncio.sleep(due - now)
-                elif now - due > MAX_LATE_FRAMES / session.output.fps:
-                    session.skip_to(session.clock.index_at(now - t0 - lookahead))
+                elif now - due > MAX_CATCH_UP_S:
+                    skipped = session.skip_to(session.clock.index_at(now - t0 - lookahead))
+                    log.debug("session %s: %.0f ms behind the clock, skipped %d frames",
+                              session.session_id, (now - due) * 1000.0, skipped)
                 frame = await loop.run_in_executor(self.executor, session.render_next)
                 stream.stats.rendered((frame.times.render + frame.times.encode + frame.times.motion) * 1000.0)
                 stream.last_pts_us = frame.pts_us
