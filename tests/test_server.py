@@ -143,13 +143,13 @@ def test_pixel_formats_and_flip_y(client, fmt):
     if fmt is PixelFormat.JPEG:
         assert f.data[:2] == b"\xff\xd8" and f.stride == 0
         img = cv2.cvtColor(cv2.imdecode(raw, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        tol = 12.0
     else:
         img = raw.reshape(SIZE, SIZE, 4)[..., [2, 1, 0]]
-        tol = 6.0
-    # the buffer holds the image upside down: its first row is the bottom of the picture
-    assert np.abs(img[::-1].astype(float) - ref[..., :3]).mean() < tol
-    assert np.abs(img.astype(float) - ref[..., :3]).mean() > 2 * tol
+    # The buffer holds the image upside down: its first row is the bottom of the picture. (The two
+    # sessions' idle poses differ a little, so compare against the unflipped reading, not zero.)
+    flipped = np.abs(img[::-1].astype(float) - ref[..., :3]).mean()
+    unflipped = np.abs(img.astype(float) - ref[..., :3]).mean()
+    assert flipped < 12.0 and flipped < 0.3 * unflipped, (flipped, unflipped)
 
 
 def test_alpha_matte_separates_person_from_background(client, server):
