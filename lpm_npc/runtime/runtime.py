@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 RESUME_TTL_S = 600.0
 RESUME_MAX = 512
+MAX_PREPARED = 64
 
 
 class ResumeStore:
@@ -62,7 +63,7 @@ class Runtime:
         self.renderer = TorchRenderer(device=self.config.device)
         self.resume = ResumeStore()
         self._sessions: dict[str, PerformSession] = {}
-        self._prepared: dict[str, object] = {}
+        self._prepared: OrderedDict[str, object] = OrderedDict()  # LRU of renderer-ready rigs
         self._lock = threading.Lock()
 
     # -- sessions -------------------------------------------------------------------------------
@@ -120,10 +121,14 @@ class Runtime:
     def _prepare(self, character_id: str, rig):
         with self._lock:
             prepared = self._prepared.get(character_id)
+            if prepared is not None:
+                self._prepared.move_to_end(character_id)
         if prepared is None:
             prepared = self.renderer.prepare(rig)
             with self._lock:
                 self._prepared[character_id] = prepared
+                while len(self._prepared) > MAX_PREPARED:
+                    self._prepared.popitem(last=False)  # live sessions keep their own reference
         return prepared
 
     # -- info -----------------------------------------------------------------------------------

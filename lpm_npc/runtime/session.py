@@ -180,11 +180,15 @@ class PerformSession:
     def resume(self) -> None:
         self.paused = False
 
-    def skip_to(self, index: int) -> int:
-        """Advance the clock without rendering (late renderer or paused NPC). Returns frames skipped."""
+    def skip_to(self, index: int, count_as_dropped: bool = True) -> int:
+        """Advance the clock without rendering. Returns the number of frames passed over.
+
+        A late renderer's frames count as dropped; a paused NPC's frames (count_as_dropped=False)
+        were never wanted and do not."""
         skipped = max(0, index - self.next_index)
         self.next_index += skipped
-        self.frames_skipped += skipped
+        if count_as_dropped:
+            self.frames_skipped += skipped
         return skipped
 
     def npc_audio_pending(self) -> bool:

@@ -128,7 +128,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             reader.cancel()
             pump.cancel()
             self.streams.discard(stream)
-            log.info("session %s: %d frames sent, %d skipped (render late or paused), %d dropped for a "
+            log.info("session %s: %d frames sent, %d skipped (render late), %d dropped for a "
                      "slow reader", session.session_id, stream.stats.frames_sent, session.frames_skipped,
                      out.dropped)
             self.runtime.close_session(session)
@@ -229,7 +229,8 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                     except asyncio.TimeoutError:
                         continue
                     # Frames of the paused time cost nothing: jump the clock to now.
-                    session.skip_to(session.clock.index_at(time.monotonic() - t0 - lookahead))
+                    session.skip_to(session.clock.index_at(time.monotonic() - t0 - lookahead),
+                                    count_as_dropped=False)
                     continue
                 if stream.input_done.is_set() and not session.npc_audio_pending():
                     linger_until = linger_until or now + LINGER_AFTER_INPUT_S
