@@ -23,6 +23,7 @@ import torch
 
 from .audio.pcm import INTERNAL_RATE, encode_pcm16
 from .audio.tts import DEFAULT_NPC_VOICE, synthesize
+from .character.default import default_portrait_png
 from .config import OutputOptions, ServerConfig, SessionOptions
 from .runtime.runtime import Runtime
 from .sidecar import Sidecar
@@ -79,7 +80,8 @@ def _proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
-def _proc_rss_mb(pid: int) -> float:
+def proc_rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (Linux /proc)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -93,8 +95,8 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
     results: list[dict] = []
     try:
         client = sidecar.wait_ready()
-        client.register_character(__import__("lpm_npc.character.default", fromlist=["x"]).default_portrait_png())
-        rss_idle = _proc_rss_mb(sidecar.proc.pid)
+        client.register_character(default_portrait_png())
+        rss_idle = proc_rss_mb(sidecar.proc.pid)
         barrier = threading.Barrier(sessions + 1)
 
         def run_one(k: int) -> None:
@@ -150,7 +152,7 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         cpu0, w0 = _proc_cpu_seconds(sidecar.proc.pid), time.monotonic()
         rss_peak = 0.0
         while any(th.is_alive() for th in threads) and time.monotonic() - w0 < seconds - 2.5:
-            rss_peak = max(rss_peak, _proc_rss_mb(sidecar.proc.pid))
+            rss_peak = max(rss_peak, proc_rss_mb(sidecar.proc.pid))
             time.sleep(0.25)
         cpu1, w1 = _proc_cpu_seconds(sidecar.proc.pid), time.monotonic()
         for th in threads:

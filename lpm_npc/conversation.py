@@ -110,6 +110,3 @@ def demo_conversation() -> Conversation:
     conv.duration = p.end + 1.5
     return conv
 
-
-def resample_to(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    return x if rate_in == rate_out else resample(x, rate_in, rate_out)

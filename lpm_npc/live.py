@@ -17,7 +17,7 @@ import numpy as np
 
 from .client import PerformStream
 from .conversation import Conversation
-from .types import AudioChannel, PixelFormat
+from .types import AudioChannel
 from .v1 import lpm_npc_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -151,4 +151,4 @@ def frame_to_rgba(frame: pb.VideoFrame) -> np.ndarray:
     return decode_frame(frame.data, frame.width, frame.height, PIXEL_FORMAT_FROM_PB[frame.format], frame.flip_y)
 
 
-__all__ = ["LiveResult", "run_live", "frame_to_rgba", "PixelFormat"]
+__all__ = ["LiveResult", "run_live", "frame_to_rgba"]

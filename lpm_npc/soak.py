@@ -17,19 +17,12 @@ import torch
 
 from .audio.pcm import INTERNAL_RATE, encode_pcm16, resample
 from .audio.tts import DEFAULT_NPC_VOICE, DEFAULT_PLAYER_VOICE, synthesize
+from .bench import proc_rss_mb
 from .config import OutputOptions, ServerConfig, SessionOptions
 from .runtime.runtime import Runtime
 from .types import AudioChannel, Emotion, Phase
 
 log = logging.getLogger(__name__)
-
-
-def _rss_mb() -> float:
-    with open(f"/proc/{os.getpid()}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
 
 
 def run_soak(minutes: float = 10.0, size: int = 96, fps: int = 30) -> dict:
@@ -74,7 +67,7 @@ def run_soak(minutes: float = 10.0, size: int = 96, fps: int = 30) -> dict:
         blinks.append(max(f.motion["blink_l"], f.motion["blink_r"]))
         if (n + 1) % frames_per_min == 0:
             gc.collect()
-            rss.append(_rss_mb())
+            rss.append(proc_rss_mb(os.getpid()))
             jaw_by_minute.append(float(np.mean(jaws)))
             b = np.asarray(blinks) > 0.5
             blink_by_minute.append(int(np.sum(b[1:] & ~b[:-1])))

@@ -10,7 +10,7 @@ import pytest
 from lpm_npc.audio.pcm import INTERNAL_RATE, resample
 from lpm_npc.audio.tts import DEFAULT_NPC_VOICE, DEFAULT_PLAYER_VOICE, SpeechClip, synthesize
 from lpm_npc.performance.emotion import EMOTION_TARGETS
-from lpm_npc.performance.model import PerformanceConfig, PerformanceModel
+from lpm_npc.performance.model import PerformanceModel
 from lpm_npc.performance.motion import CHANNEL_INDEX as C
 from lpm_npc.types import Emotion, EventType, Phase
 

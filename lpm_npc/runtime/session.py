@@ -27,7 +27,7 @@ from ..errors import AudioFormatError, InvalidInputError
 from ..performance.model import PerformanceConfig, PerformanceEvent, PerformanceModel
 from ..performance.motion import MOTION_CHANNELS, MotionFrame
 from ..render.renderer import Renderer
-from ..types import AudioChannel, Emotion, EventType, Phase
+from ..types import AudioChannel, Emotion, Phase
 from .clock import FrameClock
 
 log = logging.getLogger(__name__)
