@@ -27,6 +27,12 @@ class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PHASE_THINKING: _ClassVar[Phase]
     PHASE_SPEAKING: _ClassVar[Phase]
 
+class RigFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RIG_FORMAT_UNSPECIFIED: _ClassVar[RigFormat]
+    RIG_FORMAT_ARKIT52: _ClassVar[RigFormat]
+    RIG_FORMAT_NATIVE: _ClassVar[RigFormat]
+
 class Emotion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EMOTION_UNSPECIFIED: _ClassVar[Emotion]
@@ -49,6 +55,9 @@ PHASE_IDLE: Phase
 PHASE_LISTENING: Phase
 PHASE_THINKING: Phase
 PHASE_SPEAKING: Phase
+RIG_FORMAT_UNSPECIFIED: RigFormat
+RIG_FORMAT_ARKIT52: RigFormat
+RIG_FORMAT_NATIVE: RigFormat
 EMOTION_UNSPECIFIED: Emotion
 EMOTION_NEUTRAL: Emotion
 EMOTION_HAPPY: Emotion
@@ -59,7 +68,7 @@ EMOTION_AFRAID: Emotion
 EMOTION_DISGUSTED: Emotion
 
 class SessionConfig(_message.Message):
-    __slots__ = ("character_id", "fps", "width", "height", "pixel_format", "flip_y", "alpha_matte", "jpeg_quality", "lookahead_ms", "send_rig", "stats_interval_ms", "npc_sample_rate", "resume_token")
+    __slots__ = ("character_id", "fps", "width", "height", "pixel_format", "flip_y", "alpha_matte", "jpeg_quality", "lookahead_ms", "send_rig", "stats_interval_ms", "npc_sample_rate", "resume_token", "rig_format")
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +82,7 @@ class SessionConfig(_message.Message):
     STATS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     NPC_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RIG_FORMAT_FIELD_NUMBER: _ClassVar[int]
     character_id: str
     fps: int
     width: int
@@ -86,7 +96,8 @@ class SessionConfig(_message.Message):
     stats_interval_ms: int
     npc_sample_rate: int
     resume_token: str
-    def __init__(self, character_id: _Optional[str] = ..., fps: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., pixel_format: _Optional[_Union[PixelFormat, str]] = ..., flip_y: bool = ..., alpha_matte: bool = ..., jpeg_quality: _Optional[int] = ..., lookahead_ms: _Optional[int] = ..., send_rig: bool = ..., stats_interval_ms: _Optional[int] = ..., npc_sample_rate: _Optional[int] = ..., resume_token: _Optional[str] = ...) -> None: ...
+    rig_format: RigFormat
+    def __init__(self, character_id: _Optional[str] = ..., fps: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., pixel_format: _Optional[_Union[PixelFormat, str]] = ..., flip_y: bool = ..., alpha_matte: bool = ..., jpeg_quality: _Optional[int] = ..., lookahead_ms: _Optional[int] = ..., send_rig: bool = ..., stats_interval_ms: _Optional[int] = ..., npc_sample_rate: _Optional[int] = ..., resume_token: _Optional[str] = ..., rig_format: _Optional[_Union[RigFormat, str]] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
     __slots__ = ("channel", "pcm", "sample_rate", "num_channels", "sample_index", "text")
@@ -203,7 +214,7 @@ class VideoFrame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., pts_us: _Optional[int] = ..., pts_samples: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., stride: _Optional[int] = ..., format: _Optional[_Union[PixelFormat, str]] = ..., flip_y: bool = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class RigFrame(_message.Message):
-    __slots__ = ("index", "pts_us", "weights", "head_yaw_deg", "head_pitch_deg", "head_roll_deg", "gaze_x", "gaze_y")
+    __slots__ = ("index", "pts_us", "weights", "head_yaw_deg", "head_pitch_deg", "head_roll_deg", "gaze_x", "gaze_y", "pts_samples", "gaze_yaw_deg", "gaze_pitch_deg")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     PTS_US_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +223,9 @@ class RigFrame(_message.Message):
     HEAD_ROLL_DEG_FIELD_NUMBER: _ClassVar[int]
     GAZE_X_FIELD_NUMBER: _ClassVar[int]
     GAZE_Y_FIELD_NUMBER: _ClassVar[int]
+    PTS_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    GAZE_YAW_DEG_FIELD_NUMBER: _ClassVar[int]
+    GAZE_PITCH_DEG_FIELD_NUMBER: _ClassVar[int]
     index: int
     pts_us: int
     weights: _containers.RepeatedScalarFieldContainer[float]
@@ -220,7 +234,10 @@ class RigFrame(_message.Message):
     head_roll_deg: float
     gaze_x: float
     gaze_y: float
-    def __init__(self, index: _Optional[int] = ..., pts_us: _Optional[int] = ..., weights: _Optional[_Iterable[float]] = ..., head_yaw_deg: _Optional[float] = ..., head_pitch_deg: _Optional[float] = ..., head_roll_deg: _Optional[float] = ..., gaze_x: _Optional[float] = ..., gaze_y: _Optional[float] = ...) -> None: ...
+    pts_samples: int
+    gaze_yaw_deg: float
+    gaze_pitch_deg: float
+    def __init__(self, index: _Optional[int] = ..., pts_us: _Optional[int] = ..., weights: _Optional[_Iterable[float]] = ..., head_yaw_deg: _Optional[float] = ..., head_pitch_deg: _Optional[float] = ..., head_roll_deg: _Optional[float] = ..., gaze_x: _Optional[float] = ..., gaze_y: _Optional[float] = ..., pts_samples: _Optional[int] = ..., gaze_yaw_deg: _Optional[float] = ..., gaze_pitch_deg: _Optional[float] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("type", "pts_us", "detail")
@@ -238,6 +255,9 @@ class Event(_message.Message):
         TYPE_RESUMED: _ClassVar[Event.Type]
         TYPE_OUTPUT_CHANGED: _ClassVar[Event.Type]
         TYPE_SERVER_DRAINING: _ClassVar[Event.Type]
+        TYPE_THINKING_STARTED: _ClassVar[Event.Type]
+        TYPE_DIRECTION_APPLIED: _ClassVar[Event.Type]
+        TYPE_PLAYER_REACTION: _ClassVar[Event.Type]
     TYPE_UNSPECIFIED: Event.Type
     TYPE_NPC_SPEECH_STARTED: Event.Type
     TYPE_NPC_SPEECH_ENDED: Event.Type
@@ -250,6 +270,9 @@ class Event(_message.Message):
     TYPE_RESUMED: Event.Type
     TYPE_OUTPUT_CHANGED: Event.Type
     TYPE_SERVER_DRAINING: Event.Type
+    TYPE_THINKING_STARTED: Event.Type
+    TYPE_DIRECTION_APPLIED: Event.Type
+    TYPE_PLAYER_REACTION: Event.Type
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PTS_US_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
@@ -259,7 +282,7 @@ class Event(_message.Message):
     def __init__(self, type: _Optional[_Union[Event.Type, str]] = ..., pts_us: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("fps", "frames_sent", "frames_dropped", "queue_depth", "latency_p50_ms", "latency_p95_ms", "render_ms", "pts_us")
+    __slots__ = ("fps", "frames_sent", "frames_dropped", "queue_depth", "latency_p50_ms", "latency_p95_ms", "render_ms", "pts_us", "latency_p99_ms", "render_batch_mean")
     FPS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_SENT_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +291,8 @@ class Stats(_message.Message):
     LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
     RENDER_MS_FIELD_NUMBER: _ClassVar[int]
     PTS_US_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    RENDER_BATCH_MEAN_FIELD_NUMBER: _ClassVar[int]
     fps: float
     frames_sent: int
     frames_dropped: int
@@ -276,7 +301,9 @@ class Stats(_message.Message):
     latency_p95_ms: float
     render_ms: float
     pts_us: int
-    def __init__(self, fps: _Optional[float] = ..., frames_sent: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., queue_depth: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., render_ms: _Optional[float] = ..., pts_us: _Optional[int] = ...) -> None: ...
+    latency_p99_ms: float
+    render_batch_mean: float
+    def __init__(self, fps: _Optional[float] = ..., frames_sent: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., queue_depth: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., render_ms: _Optional[float] = ..., pts_us: _Optional[int] = ..., latency_p99_ms: _Optional[float] = ..., render_batch_mean: _Optional[float] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "fatal")
@@ -288,21 +315,45 @@ class Error(_message.Message):
     fatal: bool
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., fatal: bool = ...) -> None: ...
 
+class DirectionMatch(_message.Message):
+    __slots__ = ("name", "confidence", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    confidence: float
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., confidence: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class DirectionResult(_message.Message):
+    __slots__ = ("text", "matches", "pts_us", "duration_ms")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    PTS_US_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    matches: _containers.RepeatedCompositeFieldContainer[DirectionMatch]
+    pts_us: int
+    duration_ms: int
+    def __init__(self, text: _Optional[str] = ..., matches: _Optional[_Iterable[_Union[DirectionMatch, _Mapping]]] = ..., pts_us: _Optional[int] = ..., duration_ms: _Optional[int] = ...) -> None: ...
+
 class ServerMessage(_message.Message):
-    __slots__ = ("started", "frame", "rig", "event", "stats", "error")
+    __slots__ = ("started", "frame", "rig", "event", "stats", "error", "direction")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     RIG_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
     started: SessionStarted
     frame: VideoFrame
     rig: RigFrame
     event: Event
     stats: Stats
     error: Error
-    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., frame: _Optional[_Union[VideoFrame, _Mapping]] = ..., rig: _Optional[_Union[RigFrame, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., stats: _Optional[_Union[Stats, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    direction: DirectionResult
+    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., frame: _Optional[_Union[VideoFrame, _Mapping]] = ..., rig: _Optional[_Union[RigFrame, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., stats: _Optional[_Union[Stats, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., direction: _Optional[_Union[DirectionResult, _Mapping]] = ...) -> None: ...
 
 class RegisterCharacterRequest(_message.Message):
     __slots__ = ("portrait", "extra_references", "display_name")
@@ -315,7 +366,7 @@ class RegisterCharacterRequest(_message.Message):
     def __init__(self, portrait: _Optional[bytes] = ..., extra_references: _Optional[_Iterable[bytes]] = ..., display_name: _Optional[str] = ...) -> None: ...
 
 class CharacterInfo(_message.Message):
-    __slots__ = ("character_id", "display_name", "width", "height", "num_references", "face_score", "builtin")
+    __slots__ = ("character_id", "display_name", "width", "height", "num_references", "face_score", "builtin", "references_used")
     CHARACTER_ID_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +374,7 @@ class CharacterInfo(_message.Message):
     NUM_REFERENCES_FIELD_NUMBER: _ClassVar[int]
     FACE_SCORE_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_USED_FIELD_NUMBER: _ClassVar[int]
     character_id: str
     display_name: str
     width: int
@@ -330,7 +382,8 @@ class CharacterInfo(_message.Message):
     num_references: int
     face_score: float
     builtin: bool
-    def __init__(self, character_id: _Optional[str] = ..., display_name: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_references: _Optional[int] = ..., face_score: _Optional[float] = ..., builtin: bool = ...) -> None: ...
+    references_used: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, character_id: _Optional[str] = ..., display_name: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., num_references: _Optional[int] = ..., face_score: _Optional[float] = ..., builtin: bool = ..., references_used: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterCharacterResponse(_message.Message):
     __slots__ = ("character", "cached")
@@ -367,7 +420,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "backends", "active_backend", "max_sessions", "active_sessions", "max_width", "max_height", "supported_fps", "max_message_bytes")
+    __slots__ = ("version", "backends", "active_backend", "max_sessions", "active_sessions", "max_width", "max_height", "supported_fps", "max_message_bytes", "capacity_pixels_per_s", "committed_pixels_per_s")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -377,6 +430,8 @@ class ServerInfo(_message.Message):
     MAX_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SUPPORTED_FPS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_PIXELS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_PIXELS_PER_S_FIELD_NUMBER: _ClassVar[int]
     version: str
     backends: _containers.RepeatedScalarFieldContainer[str]
     active_backend: str
@@ -386,4 +441,6 @@ class ServerInfo(_message.Message):
     max_height: int
     supported_fps: _containers.RepeatedScalarFieldContainer[int]
     max_message_bytes: int
-    def __init__(self, version: _Optional[str] = ..., backends: _Optional[_Iterable[str]] = ..., active_backend: _Optional[str] = ..., max_sessions: _Optional[int] = ..., active_sessions: _Optional[int] = ..., max_width: _Optional[int] = ..., max_height: _Optional[int] = ..., supported_fps: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    capacity_pixels_per_s: int
+    committed_pixels_per_s: int
+    def __init__(self, version: _Optional[str] = ..., backends: _Optional[_Iterable[str]] = ..., active_backend: _Optional[str] = ..., max_sessions: _Optional[int] = ..., active_sessions: _Optional[int] = ..., max_width: _Optional[int] = ..., max_height: _Optional[int] = ..., supported_fps: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ..., capacity_pixels_per_s: _Optional[int] = ..., committed_pixels_per_s: _Optional[int] = ...) -> None: ...

@@ -24,127 +24,143 @@ namespace LpmNpc.V1 {
     static LpmNpcReflection() {
       byte[] descriptorData = global::System.Convert.FromBase64String(
           string.Concat(
-            "ChhscG1fbnBjL3YxL2xwbV9ucGMucHJvdG8SCmxwbV9ucGMudjEiwwIKDVNl",
+            "ChhscG1fbnBjL3YxL2xwbV9ucGMucHJvdG8SCmxwbV9ucGMudjEi7gIKDVNl",
             "c3Npb25Db25maWcSFAoMY2hhcmFjdGVyX2lkGAEgASgJEgsKA2ZwcxgCIAEo",
             "DRINCgV3aWR0aBgDIAEoDRIOCgZoZWlnaHQYBCABKA0SLQoMcGl4ZWxfZm9y",
             "bWF0GAUgASgOMhcubHBtX25wYy52MS5QaXhlbEZvcm1hdBIOCgZmbGlwX3kY",
             "BiABKAgSEwoLYWxwaGFfbWF0dGUYByABKAgSFAoManBlZ19xdWFsaXR5GAgg",
             "ASgNEhkKDGxvb2thaGVhZF9tcxgJIAEoDUgAiAEBEhAKCHNlbmRfcmlnGAog",
             "ASgIEhkKEXN0YXRzX2ludGVydmFsX21zGAsgASgNEhcKD25wY19zYW1wbGVf",
-            "cmF0ZRgMIAEoDRIUCgxyZXN1bWVfdG9rZW4YDSABKAlCDwoNX2xvb2thaGVh",
-            "ZF9tcyKpAQoKQXVkaW9DaHVuaxIpCgdjaGFubmVsGAEgASgOMhgubHBtX25w",
-            "Yy52MS5BdWRpb0NoYW5uZWwSCwoDcGNtGAIgASgMEhMKC3NhbXBsZV9yYXRl",
-            "GAMgASgNEhQKDG51bV9jaGFubmVscxgEIAEoDRIZCgxzYW1wbGVfaW5kZXgY",
-            "BSABKANIAIgBARIMCgR0ZXh0GAYgASgJQg8KDV9zYW1wbGVfaW5kZXgilAEK",
-            "DURpYWxvZ3VlU3RhdGUSIAoFcGhhc2UYASABKA4yES5scG1fbnBjLnYxLlBo",
-            "YXNlEiQKB2Vtb3Rpb24YAiABKA4yEy5scG1fbnBjLnYxLkVtb3Rpb24SEQoJ",
-            "aW50ZW5zaXR5GAMgASgCEhUKDXRyYW5zaXRpb25fbXMYBCABKA0SEQoJZGly",
-            "ZWN0aW9uGAUgASgJItUBCgdDb250cm9sEioKBmFjdGlvbhgBIAEoDjIaLmxw",
-            "bV9ucGMudjEuQ29udHJvbC5BY3Rpb24SDQoFd2lkdGgYAiABKA0SDgoGaGVp",
-            "Z2h0GAMgASgNEgsKA2ZwcxgEIAEoDSJyCgZBY3Rpb24SFgoSQUNUSU9OX1VO",
-            "U1BFQ0lGSUVEEAASFAoQQUNUSU9OX0lOVEVSUlVQVBABEhAKDEFDVElPTl9Q",
-            "QVVTRRACEhEKDUFDVElPTl9SRVNVTUUQAxIVChFBQ1RJT05fU0VUX09VVFBV",
-            "VBAEIsABCg1DbGllbnRNZXNzYWdlEisKBmNvbmZpZxgBIAEoCzIZLmxwbV9u",
-            "cGMudjEuU2Vzc2lvbkNvbmZpZ0gAEicKBWF1ZGlvGAIgASgLMhYubHBtX25w",
-            "Yy52MS5BdWRpb0NodW5rSAASKgoFc3RhdGUYAyABKAsyGS5scG1fbnBjLnYx",
-            "LkRpYWxvZ3VlU3RhdGVIABImCgdjb250cm9sGAQgASgLMhMubHBtX25wYy52",
-            "MS5Db250cm9sSABCBQoDbXNnIo0CCg5TZXNzaW9uU3RhcnRlZBISCgpzZXNz",
-            "aW9uX2lkGAEgASgJEhQKDGNoYXJhY3Rlcl9pZBgCIAEoCRILCgNmcHMYAyAB",
-            "KA0SDQoFd2lkdGgYBCABKA0SDgoGaGVpZ2h0GAUgASgNEi0KDHBpeGVsX2Zv",
-            "cm1hdBgGIAEoDjIXLmxwbV9ucGMudjEuUGl4ZWxGb3JtYXQSFAoMbG9va2Fo",
-            "ZWFkX21zGAcgASgNEhcKD25wY19zYW1wbGVfcmF0ZRgIIAEoDRIUCgxyZXN1",
-            "bWVfdG9rZW4YCSABKAkSGQoRcmlnX2NoYW5uZWxfbmFtZXMYCiADKAkSFgoO",
-            "c2VydmVyX3ZlcnNpb24YCyABKAkitgEKClZpZGVvRnJhbWUSDQoFaW5kZXgY",
-            "ASABKAQSDgoGcHRzX3VzGAIgASgDEhMKC3B0c19zYW1wbGVzGAMgASgDEg0K",
-            "BXdpZHRoGAQgASgNEg4KBmhlaWdodBgFIAEoDRIOCgZzdHJpZGUYBiABKA0S",
-            "JwoGZm9ybWF0GAcgASgOMhcubHBtX25wYy52MS5QaXhlbEZvcm1hdBIOCgZm",
-            "bGlwX3kYCCABKAgSDAoEZGF0YRgJIAEoDCKfAQoIUmlnRnJhbWUSDQoFaW5k",
-            "ZXgYASABKAQSDgoGcHRzX3VzGAIgASgDEg8KB3dlaWdodHMYAyADKAISFAoM",
-            "aGVhZF95YXdfZGVnGAQgASgCEhYKDmhlYWRfcGl0Y2hfZGVnGAUgASgCEhUK",
-            "DWhlYWRfcm9sbF9kZWcYBiABKAISDgoGZ2F6ZV94GAcgASgCEg4KBmdhemVf",
-            "eRgIIAEoAiL5AgoFRXZlbnQSJAoEdHlwZRgBIAEoDjIWLmxwbV9ucGMudjEu",
-            "RXZlbnQuVHlwZRIOCgZwdHNfdXMYAiABKAMSDgoGZGV0YWlsGAMgASgJIqkC",
-            "CgRUeXBlEhQKEFRZUEVfVU5TUEVDSUZJRUQQABIbChdUWVBFX05QQ19TUEVF",
-            "Q0hfU1RBUlRFRBABEhkKFVRZUEVfTlBDX1NQRUVDSF9FTkRFRBACEh4KGlRZ",
-            "UEVfUExBWUVSX1NQRUVDSF9TVEFSVEVEEAMSHAoYVFlQRV9QTEFZRVJfU1BF",
-            "RUNIX0VOREVEEAQSFAoQVFlQRV9JTlRFUlJVUFRFRBAFEhQKEFRZUEVfQkFD",
-            "S0NIQU5ORUwQBhITCg9UWVBFX0FVRElPX0xBVEUQBxIPCgtUWVBFX1BBVVNF",
-            "RBAIEhAKDFRZUEVfUkVTVU1FRBAJEhcKE1RZUEVfT1VUUFVUX0NIQU5HRUQQ",
-            "ChIYChRUWVBFX1NFUlZFUl9EUkFJTklORxALIqkBCgVTdGF0cxILCgNmcHMY",
-            "ASABKAISEwoLZnJhbWVzX3NlbnQYAiABKAQSFgoOZnJhbWVzX2Ryb3BwZWQY",
-            "AyABKAQSEwoLcXVldWVfZGVwdGgYBCABKA0SFgoObGF0ZW5jeV9wNTBfbXMY",
-            "BSABKAISFgoObGF0ZW5jeV9wOTVfbXMYBiABKAISEQoJcmVuZGVyX21zGAcg",
-            "ASgCEg4KBnB0c191cxgIIAEoAyI1CgVFcnJvchIMCgRjb2RlGAEgASgNEg8K",
-            "B21lc3NhZ2UYAiABKAkSDQoFZmF0YWwYAyABKAgi/wEKDVNlcnZlck1lc3Nh",
-            "Z2USLQoHc3RhcnRlZBgBIAEoCzIaLmxwbV9ucGMudjEuU2Vzc2lvblN0YXJ0",
-            "ZWRIABInCgVmcmFtZRgCIAEoCzIWLmxwbV9ucGMudjEuVmlkZW9GcmFtZUgA",
-            "EiMKA3JpZxgDIAEoCzIULmxwbV9ucGMudjEuUmlnRnJhbWVIABIiCgVldmVu",
-            "dBgEIAEoCzIRLmxwbV9ucGMudjEuRXZlbnRIABIiCgVzdGF0cxgFIAEoCzIR",
-            "LmxwbV9ucGMudjEuU3RhdHNIABIiCgVlcnJvchgGIAEoCzIRLmxwbV9ucGMu",
-            "djEuRXJyb3JIAEIFCgNtc2ciXAoYUmVnaXN0ZXJDaGFyYWN0ZXJSZXF1ZXN0",
-            "EhAKCHBvcnRyYWl0GAEgASgMEhgKEGV4dHJhX3JlZmVyZW5jZXMYAiADKAwS",
-            "FAoMZGlzcGxheV9uYW1lGAMgASgJIpcBCg1DaGFyYWN0ZXJJbmZvEhQKDGNo",
-            "YXJhY3Rlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSDQoFd2lk",
-            "dGgYAyABKA0SDgoGaGVpZ2h0GAQgASgNEhYKDm51bV9yZWZlcmVuY2VzGAUg",
-            "ASgNEhIKCmZhY2Vfc2NvcmUYBiABKAISDwoHYnVpbHRpbhgHIAEoCCJZChlS",
-            "ZWdpc3RlckNoYXJhY3RlclJlc3BvbnNlEiwKCWNoYXJhY3RlchgBIAEoCzIZ",
-            "LmxwbV9ucGMudjEuQ2hhcmFjdGVySW5mbxIOCgZjYWNoZWQYAiABKAgiFwoV",
-            "TGlzdENoYXJhY3RlcnNSZXF1ZXN0IkcKFkxpc3RDaGFyYWN0ZXJzUmVzcG9u",
-            "c2USLQoKY2hhcmFjdGVycxgBIAMoCzIZLmxwbV9ucGMudjEuQ2hhcmFjdGVy",
-            "SW5mbyIuChZEZWxldGVDaGFyYWN0ZXJSZXF1ZXN0EhQKDGNoYXJhY3Rlcl9p",
-            "ZBgBIAEoCSIqChdEZWxldGVDaGFyYWN0ZXJSZXNwb25zZRIPCgdkZWxldGVk",
-            "GAEgASgIIhYKFEdldFNlcnZlckluZm9SZXF1ZXN0Is8BCgpTZXJ2ZXJJbmZv",
-            "Eg8KB3ZlcnNpb24YASABKAkSEAoIYmFja2VuZHMYAiADKAkSFgoOYWN0aXZl",
-            "X2JhY2tlbmQYAyABKAkSFAoMbWF4X3Nlc3Npb25zGAQgASgNEhcKD2FjdGl2",
-            "ZV9zZXNzaW9ucxgFIAEoDRIRCgltYXhfd2lkdGgYBiABKA0SEgoKbWF4X2hl",
-            "aWdodBgHIAEoDRIVCg1zdXBwb3J0ZWRfZnBzGAggAygNEhkKEW1heF9tZXNz",
-            "YWdlX2J5dGVzGAkgASgNKnIKC1BpeGVsRm9ybWF0EhwKGFBJWEVMX0ZPUk1B",
-            "VF9VTlNQRUNJRklFRBAAEhYKElBJWEVMX0ZPUk1BVF9SR0JBOBABEhYKElBJ",
-            "WEVMX0ZPUk1BVF9CR1JBOBACEhUKEVBJWEVMX0ZPUk1BVF9KUEVHEAMqXgoM",
-            "QXVkaW9DaGFubmVsEh0KGUFVRElPX0NIQU5ORUxfVU5TUEVDSUZJRUQQABIY",
-            "ChRBVURJT19DSEFOTkVMX1BMQVlFUhABEhUKEUFVRElPX0NIQU5ORUxfTlBD",
-            "EAIqawoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIOCgpQSEFTRV9J",
-            "RExFEAESEwoPUEhBU0VfTElTVEVOSU5HEAISEgoOUEhBU0VfVEhJTktJTkcQ",
-            "AxISCg5QSEFTRV9TUEVBS0lORxAEKrABCgdFbW90aW9uEhcKE0VNT1RJT05f",
-            "VU5TUEVDSUZJRUQQABITCg9FTU9USU9OX05FVVRSQUwQARIRCg1FTU9USU9O",
-            "X0hBUFBZEAISDwoLRU1PVElPTl9TQUQQAxIRCg1FTU9USU9OX0FOR1JZEAQS",
-            "FQoRRU1PVElPTl9TVVJQUklTRUQQBRISCg5FTU9USU9OX0FGUkFJRBAGEhUK",
-            "EUVNT1RJT05fRElTR1VTVEVEEAcyswMKCk5wY1NlcnZpY2USQwoHUGVyZm9y",
-            "bRIZLmxwbV9ucGMudjEuQ2xpZW50TWVzc2FnZRoZLmxwbV9ucGMudjEuU2Vy",
-            "dmVyTWVzc2FnZSgBMAESYAoRUmVnaXN0ZXJDaGFyYWN0ZXISJC5scG1fbnBj",
-            "LnYxLlJlZ2lzdGVyQ2hhcmFjdGVyUmVxdWVzdBolLmxwbV9ucGMudjEuUmVn",
-            "aXN0ZXJDaGFyYWN0ZXJSZXNwb25zZRJXCg5MaXN0Q2hhcmFjdGVycxIhLmxw",
-            "bV9ucGMudjEuTGlzdENoYXJhY3RlcnNSZXF1ZXN0GiIubHBtX25wYy52MS5M",
-            "aXN0Q2hhcmFjdGVyc1Jlc3BvbnNlEloKD0RlbGV0ZUNoYXJhY3RlchIiLmxw",
-            "bV9ucGMudjEuRGVsZXRlQ2hhcmFjdGVyUmVxdWVzdBojLmxwbV9ucGMudjEu",
-            "RGVsZXRlQ2hhcmFjdGVyUmVzcG9uc2USSQoNR2V0U2VydmVySW5mbxIgLmxw",
-            "bV9ucGMudjEuR2V0U2VydmVySW5mb1JlcXVlc3QaFi5scG1fbnBjLnYxLlNl",
-            "cnZlckluZm9CLwoMYWkubHBtbnBjLnYxWhNscG1fbnBjL3YxO2xwbW5wY3Yx",
-            "qgIJTHBtTnBjLlYxYgZwcm90bzM="));
+            "cmF0ZRgMIAEoDRIUCgxyZXN1bWVfdG9rZW4YDSABKAkSKQoKcmlnX2Zvcm1h",
+            "dBgOIAEoDjIVLmxwbV9ucGMudjEuUmlnRm9ybWF0Qg8KDV9sb29rYWhlYWRf",
+            "bXMiqQEKCkF1ZGlvQ2h1bmsSKQoHY2hhbm5lbBgBIAEoDjIYLmxwbV9ucGMu",
+            "djEuQXVkaW9DaGFubmVsEgsKA3BjbRgCIAEoDBITCgtzYW1wbGVfcmF0ZRgD",
+            "IAEoDRIUCgxudW1fY2hhbm5lbHMYBCABKA0SGQoMc2FtcGxlX2luZGV4GAUg",
+            "ASgDSACIAQESDAoEdGV4dBgGIAEoCUIPCg1fc2FtcGxlX2luZGV4IpQBCg1E",
+            "aWFsb2d1ZVN0YXRlEiAKBXBoYXNlGAEgASgOMhEubHBtX25wYy52MS5QaGFz",
+            "ZRIkCgdlbW90aW9uGAIgASgOMhMubHBtX25wYy52MS5FbW90aW9uEhEKCWlu",
+            "dGVuc2l0eRgDIAEoAhIVCg10cmFuc2l0aW9uX21zGAQgASgNEhEKCWRpcmVj",
+            "dGlvbhgFIAEoCSLVAQoHQ29udHJvbBIqCgZhY3Rpb24YASABKA4yGi5scG1f",
+            "bnBjLnYxLkNvbnRyb2wuQWN0aW9uEg0KBXdpZHRoGAIgASgNEg4KBmhlaWdo",
+            "dBgDIAEoDRILCgNmcHMYBCABKA0icgoGQWN0aW9uEhYKEkFDVElPTl9VTlNQ",
+            "RUNJRklFRBAAEhQKEEFDVElPTl9JTlRFUlJVUFQQARIQCgxBQ1RJT05fUEFV",
+            "U0UQAhIRCg1BQ1RJT05fUkVTVU1FEAMSFQoRQUNUSU9OX1NFVF9PVVRQVVQQ",
+            "BCLAAQoNQ2xpZW50TWVzc2FnZRIrCgZjb25maWcYASABKAsyGS5scG1fbnBj",
+            "LnYxLlNlc3Npb25Db25maWdIABInCgVhdWRpbxgCIAEoCzIWLmxwbV9ucGMu",
+            "djEuQXVkaW9DaHVua0gAEioKBXN0YXRlGAMgASgLMhkubHBtX25wYy52MS5E",
+            "aWFsb2d1ZVN0YXRlSAASJgoHY29udHJvbBgEIAEoCzITLmxwbV9ucGMudjEu",
+            "Q29udHJvbEgAQgUKA21zZyKNAgoOU2Vzc2lvblN0YXJ0ZWQSEgoKc2Vzc2lv",
+            "bl9pZBgBIAEoCRIUCgxjaGFyYWN0ZXJfaWQYAiABKAkSCwoDZnBzGAMgASgN",
+            "Eg0KBXdpZHRoGAQgASgNEg4KBmhlaWdodBgFIAEoDRItCgxwaXhlbF9mb3Jt",
+            "YXQYBiABKA4yFy5scG1fbnBjLnYxLlBpeGVsRm9ybWF0EhQKDGxvb2thaGVh",
+            "ZF9tcxgHIAEoDRIXCg9ucGNfc2FtcGxlX3JhdGUYCCABKA0SFAoMcmVzdW1l",
+            "X3Rva2VuGAkgASgJEhkKEXJpZ19jaGFubmVsX25hbWVzGAogAygJEhYKDnNl",
+            "cnZlcl92ZXJzaW9uGAsgASgJIrYBCgpWaWRlb0ZyYW1lEg0KBWluZGV4GAEg",
+            "ASgEEg4KBnB0c191cxgCIAEoAxITCgtwdHNfc2FtcGxlcxgDIAEoAxINCgV3",
+            "aWR0aBgEIAEoDRIOCgZoZWlnaHQYBSABKA0SDgoGc3RyaWRlGAYgASgNEicK",
+            "BmZvcm1hdBgHIAEoDjIXLmxwbV9ucGMudjEuUGl4ZWxGb3JtYXQSDgoGZmxp",
+            "cF95GAggASgIEgwKBGRhdGEYCSABKAwi4gEKCFJpZ0ZyYW1lEg0KBWluZGV4",
+            "GAEgASgEEg4KBnB0c191cxgCIAEoAxIPCgd3ZWlnaHRzGAMgAygCEhQKDGhl",
+            "YWRfeWF3X2RlZxgEIAEoAhIWCg5oZWFkX3BpdGNoX2RlZxgFIAEoAhIVCg1o",
+            "ZWFkX3JvbGxfZGVnGAYgASgCEg4KBmdhemVfeBgHIAEoAhIOCgZnYXplX3kY",
+            "CCABKAISEwoLcHRzX3NhbXBsZXMYCSABKAMSFAoMZ2F6ZV95YXdfZGVnGAog",
+            "ASgCEhYKDmdhemVfcGl0Y2hfZGVnGAsgASgCIsoDCgVFdmVudBIkCgR0eXBl",
+            "GAEgASgOMhYubHBtX25wYy52MS5FdmVudC5UeXBlEg4KBnB0c191cxgCIAEo",
+            "AxIOCgZkZXRhaWwYAyABKAki+gIKBFR5cGUSFAoQVFlQRV9VTlNQRUNJRklF",
+            "RBAAEhsKF1RZUEVfTlBDX1NQRUVDSF9TVEFSVEVEEAESGQoVVFlQRV9OUENf",
+            "U1BFRUNIX0VOREVEEAISHgoaVFlQRV9QTEFZRVJfU1BFRUNIX1NUQVJURUQQ",
+            "AxIcChhUWVBFX1BMQVlFUl9TUEVFQ0hfRU5ERUQQBBIUChBUWVBFX0lOVEVS",
+            "UlVQVEVEEAUSFAoQVFlQRV9CQUNLQ0hBTk5FTBAGEhMKD1RZUEVfQVVESU9f",
+            "TEFURRAHEg8KC1RZUEVfUEFVU0VEEAgSEAoMVFlQRV9SRVNVTUVEEAkSFwoT",
+            "VFlQRV9PVVRQVVRfQ0hBTkdFRBAKEhgKFFRZUEVfU0VSVkVSX0RSQUlOSU5H",
+            "EAsSGQoVVFlQRV9USElOS0lOR19TVEFSVEVEEAwSGgoWVFlQRV9ESVJFQ1RJ",
+            "T05fQVBQTElFRBANEhgKFFRZUEVfUExBWUVSX1JFQUNUSU9OEA4i3AEKBVN0",
+            "YXRzEgsKA2ZwcxgBIAEoAhITCgtmcmFtZXNfc2VudBgCIAEoBBIWCg5mcmFt",
+            "ZXNfZHJvcHBlZBgDIAEoBBITCgtxdWV1ZV9kZXB0aBgEIAEoDRIWCg5sYXRl",
+            "bmN5X3A1MF9tcxgFIAEoAhIWCg5sYXRlbmN5X3A5NV9tcxgGIAEoAhIRCgly",
+            "ZW5kZXJfbXMYByABKAISDgoGcHRzX3VzGAggASgDEhYKDmxhdGVuY3lfcDk5",
+            "X21zGAkgASgCEhkKEXJlbmRlcl9iYXRjaF9tZWFuGAogASgCIjUKBUVycm9y",
+            "EgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRINCgVmYXRhbBgDIAEo",
+            "CCJCCg5EaXJlY3Rpb25NYXRjaBIMCgRuYW1lGAEgASgJEhIKCmNvbmZpZGVu",
+            "Y2UYAiABKAISDgoGd2VpZ2h0GAMgASgCInEKD0RpcmVjdGlvblJlc3VsdBIM",
+            "CgR0ZXh0GAEgASgJEisKB21hdGNoZXMYAiADKAsyGi5scG1fbnBjLnYxLkRp",
+            "cmVjdGlvbk1hdGNoEg4KBnB0c191cxgDIAEoAxITCgtkdXJhdGlvbl9tcxgE",
+            "IAEoDSKxAgoNU2VydmVyTWVzc2FnZRItCgdzdGFydGVkGAEgASgLMhoubHBt",
+            "X25wYy52MS5TZXNzaW9uU3RhcnRlZEgAEicKBWZyYW1lGAIgASgLMhYubHBt",
+            "X25wYy52MS5WaWRlb0ZyYW1lSAASIwoDcmlnGAMgASgLMhQubHBtX25wYy52",
+            "MS5SaWdGcmFtZUgAEiIKBWV2ZW50GAQgASgLMhEubHBtX25wYy52MS5FdmVu",
+            "dEgAEiIKBXN0YXRzGAUgASgLMhEubHBtX25wYy52MS5TdGF0c0gAEiIKBWVy",
+            "cm9yGAYgASgLMhEubHBtX25wYy52MS5FcnJvckgAEjAKCWRpcmVjdGlvbhgH",
+            "IAEoCzIbLmxwbV9ucGMudjEuRGlyZWN0aW9uUmVzdWx0SABCBQoDbXNnIlwK",
+            "GFJlZ2lzdGVyQ2hhcmFjdGVyUmVxdWVzdBIQCghwb3J0cmFpdBgBIAEoDBIY",
+            "ChBleHRyYV9yZWZlcmVuY2VzGAIgAygMEhQKDGRpc3BsYXlfbmFtZRgDIAEo",
+            "CSKwAQoNQ2hhcmFjdGVySW5mbxIUCgxjaGFyYWN0ZXJfaWQYASABKAkSFAoM",
+            "ZGlzcGxheV9uYW1lGAIgASgJEg0KBXdpZHRoGAMgASgNEg4KBmhlaWdodBgE",
+            "IAEoDRIWCg5udW1fcmVmZXJlbmNlcxgFIAEoDRISCgpmYWNlX3Njb3JlGAYg",
+            "ASgCEg8KB2J1aWx0aW4YByABKAgSFwoPcmVmZXJlbmNlc191c2VkGAggAygJ",
+            "IlkKGVJlZ2lzdGVyQ2hhcmFjdGVyUmVzcG9uc2USLAoJY2hhcmFjdGVyGAEg",
+            "ASgLMhkubHBtX25wYy52MS5DaGFyYWN0ZXJJbmZvEg4KBmNhY2hlZBgCIAEo",
+            "CCIXChVMaXN0Q2hhcmFjdGVyc1JlcXVlc3QiRwoWTGlzdENoYXJhY3RlcnNS",
+            "ZXNwb25zZRItCgpjaGFyYWN0ZXJzGAEgAygLMhkubHBtX25wYy52MS5DaGFy",
+            "YWN0ZXJJbmZvIi4KFkRlbGV0ZUNoYXJhY3RlclJlcXVlc3QSFAoMY2hhcmFj",
+            "dGVyX2lkGAEgASgJIioKF0RlbGV0ZUNoYXJhY3RlclJlc3BvbnNlEg8KB2Rl",
+            "bGV0ZWQYASABKAgiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QijgIKClNlcnZl",
+            "ckluZm8SDwoHdmVyc2lvbhgBIAEoCRIQCghiYWNrZW5kcxgCIAMoCRIWCg5h",
+            "Y3RpdmVfYmFja2VuZBgDIAEoCRIUCgxtYXhfc2Vzc2lvbnMYBCABKA0SFwoP",
+            "YWN0aXZlX3Nlc3Npb25zGAUgASgNEhEKCW1heF93aWR0aBgGIAEoDRISCgpt",
+            "YXhfaGVpZ2h0GAcgASgNEhUKDXN1cHBvcnRlZF9mcHMYCCADKA0SGQoRbWF4",
+            "X21lc3NhZ2VfYnl0ZXMYCSABKA0SHQoVY2FwYWNpdHlfcGl4ZWxzX3Blcl9z",
+            "GAogASgEEh4KFmNvbW1pdHRlZF9waXhlbHNfcGVyX3MYCyABKAQqcgoLUGl4",
+            "ZWxGb3JtYXQSHAoYUElYRUxfRk9STUFUX1VOU1BFQ0lGSUVEEAASFgoSUElY",
+            "RUxfRk9STUFUX1JHQkE4EAESFgoSUElYRUxfRk9STUFUX0JHUkE4EAISFQoR",
+            "UElYRUxfRk9STUFUX0pQRUcQAypeCgxBdWRpb0NoYW5uZWwSHQoZQVVESU9f",
+            "Q0hBTk5FTF9VTlNQRUNJRklFRBAAEhgKFEFVRElPX0NIQU5ORUxfUExBWUVS",
+            "EAESFQoRQVVESU9fQ0hBTk5FTF9OUEMQAiprCgVQaGFzZRIVChFQSEFTRV9V",
+            "TlNQRUNJRklFRBAAEg4KClBIQVNFX0lETEUQARITCg9QSEFTRV9MSVNURU5J",
+            "TkcQAhISCg5QSEFTRV9USElOS0lORxADEhIKDlBIQVNFX1NQRUFLSU5HEAQq",
+            "VgoJUmlnRm9ybWF0EhoKFlJJR19GT1JNQVRfVU5TUEVDSUZJRUQQABIWChJS",
+            "SUdfRk9STUFUX0FSS0lUNTIQARIVChFSSUdfRk9STUFUX05BVElWRRACKrAB",
+            "CgdFbW90aW9uEhcKE0VNT1RJT05fVU5TUEVDSUZJRUQQABITCg9FTU9USU9O",
+            "X05FVVRSQUwQARIRCg1FTU9USU9OX0hBUFBZEAISDwoLRU1PVElPTl9TQUQQ",
+            "AxIRCg1FTU9USU9OX0FOR1JZEAQSFQoRRU1PVElPTl9TVVJQUklTRUQQBRIS",
+            "Cg5FTU9USU9OX0FGUkFJRBAGEhUKEUVNT1RJT05fRElTR1VTVEVEEAcyswMK",
+            "Ck5wY1NlcnZpY2USQwoHUGVyZm9ybRIZLmxwbV9ucGMudjEuQ2xpZW50TWVz",
+            "c2FnZRoZLmxwbV9ucGMudjEuU2VydmVyTWVzc2FnZSgBMAESYAoRUmVnaXN0",
+            "ZXJDaGFyYWN0ZXISJC5scG1fbnBjLnYxLlJlZ2lzdGVyQ2hhcmFjdGVyUmVx",
+            "dWVzdBolLmxwbV9ucGMudjEuUmVnaXN0ZXJDaGFyYWN0ZXJSZXNwb25zZRJX",
+            "Cg5MaXN0Q2hhcmFjdGVycxIhLmxwbV9ucGMudjEuTGlzdENoYXJhY3RlcnNS",
+            "ZXF1ZXN0GiIubHBtX25wYy52MS5MaXN0Q2hhcmFjdGVyc1Jlc3BvbnNlEloK",
+            "D0RlbGV0ZUNoYXJhY3RlchIiLmxwbV9ucGMudjEuRGVsZXRlQ2hhcmFjdGVy",
+            "UmVxdWVzdBojLmxwbV9ucGMudjEuRGVsZXRlQ2hhcmFjdGVyUmVzcG9uc2US",
+            "SQoNR2V0U2VydmVySW5mbxIgLmxwbV9ucGMudjEuR2V0U2VydmVySW5mb1Jl",
+            "cXVlc3QaFi5scG1fbnBjLnYxLlNlcnZlckluZm9CLwoMYWkubHBtbnBjLnYx",
+            "WhNscG1fbnBjL3YxO2xwbW5wY3YxqgIJTHBtTnBjLlYxYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { },
-          new pbr::GeneratedClrTypeInfo(new[] {typeof(global::LpmNpc.V1.PixelFormat), typeof(global::LpmNpc.V1.AudioChannel), typeof(global::LpmNpc.V1.Phase), typeof(global::LpmNpc.V1.Emotion), }, null, new pbr::GeneratedClrTypeInfo[] {
-            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.SessionConfig), global::LpmNpc.V1.SessionConfig.Parser, new[]{ "CharacterId", "Fps", "Width", "Height", "PixelFormat", "FlipY", "AlphaMatte", "JpegQuality", "LookaheadMs", "SendRig", "StatsIntervalMs", "NpcSampleRate", "ResumeToken" }, new[]{ "LookaheadMs" }, null, null, null),
+          new pbr::GeneratedClrTypeInfo(new[] {typeof(global::LpmNpc.V1.PixelFormat), typeof(global::LpmNpc.V1.AudioChannel), typeof(global::LpmNpc.V1.Phase), typeof(global::LpmNpc.V1.RigFormat), typeof(global::LpmNpc.V1.Emotion), }, null, new pbr::GeneratedClrTypeInfo[] {
+            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.SessionConfig), global::LpmNpc.V1.SessionConfig.Parser, new[]{ "CharacterId", "Fps", "Width", "Height", "PixelFormat", "FlipY", "AlphaMatte", "JpegQuality", "LookaheadMs", "SendRig", "StatsIntervalMs", "NpcSampleRate", "ResumeToken", "RigFormat" }, new[]{ "LookaheadMs" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.AudioChunk), global::LpmNpc.V1.AudioChunk.Parser, new[]{ "Channel", "Pcm", "SampleRate", "NumChannels", "SampleIndex", "Text" }, new[]{ "SampleIndex" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.DialogueState), global::LpmNpc.V1.DialogueState.Parser, new[]{ "Phase", "Emotion", "Intensity", "TransitionMs", "Direction" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.Control), global::LpmNpc.V1.Control.Parser, new[]{ "Action", "Width", "Height", "Fps" }, null, new[]{ typeof(global::LpmNpc.V1.Control.Types.Action) }, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.ClientMessage), global::LpmNpc.V1.ClientMessage.Parser, new[]{ "Config", "Audio", "State", "Control" }, new[]{ "Msg" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.SessionStarted), global::LpmNpc.V1.SessionStarted.Parser, new[]{ "SessionId", "CharacterId", "Fps", "Width", "Height", "PixelFormat", "LookaheadMs", "NpcSampleRate", "ResumeToken", "RigChannelNames", "ServerVersion" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.VideoFrame), global::LpmNpc.V1.VideoFrame.Parser, new[]{ "Index", "PtsUs", "PtsSamples", "Width", "Height", "Stride", "Format", "FlipY", "Data" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.RigFrame), global::LpmNpc.V1.RigFrame.Parser, new[]{ "Index", "PtsUs", "Weights", "HeadYawDeg", "HeadPitchDeg", "HeadRollDeg", "GazeX", "GazeY" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.RigFrame), global::LpmNpc.V1.RigFrame.Parser, new[]{ "Index", "PtsUs", "Weights", "HeadYawDeg", "HeadPitchDeg", "HeadRollDeg", "GazeX", "GazeY", "PtsSamples", "GazeYawDeg", "GazePitchDeg" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.Event), global::LpmNpc.V1.Event.Parser, new[]{ "Type", "PtsUs", "Detail" }, null, new[]{ typeof(global::LpmNpc.V1.Event.Types.Type) }, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.Stats), global::LpmNpc.V1.Stats.Parser, new[]{ "Fps", "FramesSent", "FramesDropped", "QueueDepth", "LatencyP50Ms", "LatencyP95Ms", "RenderMs", "PtsUs" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.Stats), global::LpmNpc.V1.Stats.Parser, new[]{ "Fps", "FramesSent", "FramesDropped", "QueueDepth", "LatencyP50Ms", "LatencyP95Ms", "RenderMs", "PtsUs", "LatencyP99Ms", "RenderBatchMean" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.Error), global::LpmNpc.V1.Error.Parser, new[]{ "Code", "Message", "Fatal" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.ServerMessage), global::LpmNpc.V1.ServerMessage.Parser, new[]{ "Started", "Frame", "Rig", "Event", "Stats", "Error" }, new[]{ "Msg" }, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.DirectionMatch), global::LpmNpc.V1.DirectionMatch.Parser, new[]{ "Name", "Confidence", "Weight" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.DirectionResult), global::LpmNpc.V1.DirectionResult.Parser, new[]{ "Text", "Matches", "PtsUs", "DurationMs" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.ServerMessage), global::LpmNpc.V1.ServerMessage.Parser, new[]{ "Started", "Frame", "Rig", "Event", "Stats", "Error", "Direction" }, new[]{ "Msg" }, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.RegisterCharacterRequest), global::LpmNpc.V1.RegisterCharacterRequest.Parser, new[]{ "Portrait", "ExtraReferences", "DisplayName" }, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.CharacterInfo), global::LpmNpc.V1.CharacterInfo.Parser, new[]{ "CharacterId", "DisplayName", "Width", "Height", "NumReferences", "FaceScore", "Builtin" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.CharacterInfo), global::LpmNpc.V1.CharacterInfo.Parser, new[]{ "CharacterId", "DisplayName", "Width", "Height", "NumReferences", "FaceScore", "Builtin", "ReferencesUsed" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.RegisterCharacterResponse), global::LpmNpc.V1.RegisterCharacterResponse.Parser, new[]{ "Character", "Cached" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.ListCharactersRequest), global::LpmNpc.V1.ListCharactersRequest.Parser, null, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.ListCharactersResponse), global::LpmNpc.V1.ListCharactersResponse.Parser, new[]{ "Characters" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.DeleteCharacterRequest), global::LpmNpc.V1.DeleteCharacterRequest.Parser, new[]{ "CharacterId" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.DeleteCharacterResponse), global::LpmNpc.V1.DeleteCharacterResponse.Parser, new[]{ "Deleted" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.GetServerInfoRequest), global::LpmNpc.V1.GetServerInfoRequest.Parser, null, null, null, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.ServerInfo), global::LpmNpc.V1.ServerInfo.Parser, new[]{ "Version", "Backends", "ActiveBackend", "MaxSessions", "ActiveSessions", "MaxWidth", "MaxHeight", "SupportedFps", "MaxMessageBytes" }, null, null, null, null)
+            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.ServerInfo), global::LpmNpc.V1.ServerInfo.Parser, new[]{ "Version", "Backends", "ActiveBackend", "MaxSessions", "ActiveSessions", "MaxWidth", "MaxHeight", "SupportedFps", "MaxMessageBytes", "CapacityPixelsPerS", "CommittedPixelsPerS" }, null, null, null, null)
           }));
     }
     #endregion
@@ -194,6 +210,24 @@ namespace LpmNpc.V1 {
     [pbr::OriginalName("PHASE_LISTENING")] Listening = 2,
     [pbr::OriginalName("PHASE_THINKING")] Thinking = 3,
     [pbr::OriginalName("PHASE_SPEAKING")] Speaking = 4,
+  }
+
+  /// <summary>
+  /// What RigFrame.weights hold.
+  /// </summary>
+  public enum RigFormat {
+    /// <summary>
+    /// = RIG_FORMAT_ARKIT52
+    /// </summary>
+    [pbr::OriginalName("RIG_FORMAT_UNSPECIFIED")] Unspecified = 0,
+    /// <summary>
+    /// the 52 ARKit blendshape names (docs/RIG_MAPPING.md), 0..1
+    /// </summary>
+    [pbr::OriginalName("RIG_FORMAT_ARKIT52")] Arkit52 = 1,
+    /// <summary>
+    /// lpm-npc's own expression channels (jaw_open, smile, ...)
+    /// </summary>
+    [pbr::OriginalName("RIG_FORMAT_NATIVE")] Native = 2,
   }
 
   public enum Emotion {
@@ -262,6 +296,7 @@ namespace LpmNpc.V1 {
       statsIntervalMs_ = other.statsIntervalMs_;
       npcSampleRate_ = other.npcSampleRate_;
       resumeToken_ = other.resumeToken_;
+      rigFormat_ = other.rigFormat_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -476,6 +511,21 @@ namespace LpmNpc.V1 {
       }
     }
 
+    /// <summary>Field number for the "rig_format" field.</summary>
+    public const int RigFormatFieldNumber = 14;
+    private global::LpmNpc.V1.RigFormat rigFormat_ = global::LpmNpc.V1.RigFormat.Unspecified;
+    /// <summary>
+    /// names in RigFrame.weights (with send_rig)
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::LpmNpc.V1.RigFormat RigFormat {
+      get { return rigFormat_; }
+      set {
+        rigFormat_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -504,6 +554,7 @@ namespace LpmNpc.V1 {
       if (StatsIntervalMs != other.StatsIntervalMs) return false;
       if (NpcSampleRate != other.NpcSampleRate) return false;
       if (ResumeToken != other.ResumeToken) return false;
+      if (RigFormat != other.RigFormat) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -524,6 +575,7 @@ namespace LpmNpc.V1 {
       if (StatsIntervalMs != 0) hash ^= StatsIntervalMs.GetHashCode();
       if (NpcSampleRate != 0) hash ^= NpcSampleRate.GetHashCode();
       if (ResumeToken.Length != 0) hash ^= ResumeToken.GetHashCode();
+      if (RigFormat != global::LpmNpc.V1.RigFormat.Unspecified) hash ^= RigFormat.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -594,6 +646,10 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(106);
         output.WriteString(ResumeToken);
       }
+      if (RigFormat != global::LpmNpc.V1.RigFormat.Unspecified) {
+        output.WriteRawTag(112);
+        output.WriteEnum((int) RigFormat);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -656,6 +712,10 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(106);
         output.WriteString(ResumeToken);
       }
+      if (RigFormat != global::LpmNpc.V1.RigFormat.Unspecified) {
+        output.WriteRawTag(112);
+        output.WriteEnum((int) RigFormat);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -704,6 +764,9 @@ namespace LpmNpc.V1 {
       }
       if (ResumeToken.Length != 0) {
         size += 1 + pb::CodedOutputStream.ComputeStringSize(ResumeToken);
+      }
+      if (RigFormat != global::LpmNpc.V1.RigFormat.Unspecified) {
+        size += 1 + pb::CodedOutputStream.ComputeEnumSize((int) RigFormat);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -755,6 +818,9 @@ namespace LpmNpc.V1 {
       }
       if (other.ResumeToken.Length != 0) {
         ResumeToken = other.ResumeToken;
+      }
+      if (other.RigFormat != global::LpmNpc.V1.RigFormat.Unspecified) {
+        RigFormat = other.RigFormat;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -823,6 +889,10 @@ namespace LpmNpc.V1 {
             ResumeToken = input.ReadString();
             break;
           }
+          case 112: {
+            RigFormat = (global::LpmNpc.V1.RigFormat) input.ReadEnum();
+            break;
+          }
         }
       }
     #endif
@@ -888,6 +958,10 @@ namespace LpmNpc.V1 {
           }
           case 106: {
             ResumeToken = input.ReadString();
+            break;
+          }
+          case 112: {
+            RigFormat = (global::LpmNpc.V1.RigFormat) input.ReadEnum();
             break;
           }
         }
@@ -3455,6 +3529,9 @@ namespace LpmNpc.V1 {
       headRollDeg_ = other.headRollDeg_;
       gazeX_ = other.gazeX_;
       gazeY_ = other.gazeY_;
+      ptsSamples_ = other.ptsSamples_;
+      gazeYawDeg_ = other.gazeYawDeg_;
+      gazePitchDeg_ = other.gazePitchDeg_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -3571,6 +3648,51 @@ namespace LpmNpc.V1 {
       }
     }
 
+    /// <summary>Field number for the "pts_samples" field.</summary>
+    public const int PtsSamplesFieldNumber = 9;
+    private long ptsSamples_;
+    /// <summary>
+    /// same as the VideoFrame's pts_samples
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long PtsSamples {
+      get { return ptsSamples_; }
+      set {
+        ptsSamples_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "gaze_yaw_deg" field.</summary>
+    public const int GazeYawDegFieldNumber = 10;
+    private float gazeYawDeg_;
+    /// <summary>
+    /// eye rotation, degrees: + = toward the image's right
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float GazeYawDeg {
+      get { return gazeYawDeg_; }
+      set {
+        gazeYawDeg_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "gaze_pitch_deg" field.</summary>
+    public const int GazePitchDegFieldNumber = 11;
+    private float gazePitchDeg_;
+    /// <summary>
+    /// eye rotation, degrees: + = down
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float GazePitchDeg {
+      get { return gazePitchDeg_; }
+      set {
+        gazePitchDeg_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -3594,6 +3716,9 @@ namespace LpmNpc.V1 {
       if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(HeadRollDeg, other.HeadRollDeg)) return false;
       if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(GazeX, other.GazeX)) return false;
       if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(GazeY, other.GazeY)) return false;
+      if (PtsSamples != other.PtsSamples) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(GazeYawDeg, other.GazeYawDeg)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(GazePitchDeg, other.GazePitchDeg)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -3609,6 +3734,9 @@ namespace LpmNpc.V1 {
       if (HeadRollDeg != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(HeadRollDeg);
       if (GazeX != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(GazeX);
       if (GazeY != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(GazeY);
+      if (PtsSamples != 0L) hash ^= PtsSamples.GetHashCode();
+      if (GazeYawDeg != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(GazeYawDeg);
+      if (GazePitchDeg != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(GazePitchDeg);
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -3656,6 +3784,18 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(69);
         output.WriteFloat(GazeY);
       }
+      if (PtsSamples != 0L) {
+        output.WriteRawTag(72);
+        output.WriteInt64(PtsSamples);
+      }
+      if (GazeYawDeg != 0F) {
+        output.WriteRawTag(85);
+        output.WriteFloat(GazeYawDeg);
+      }
+      if (GazePitchDeg != 0F) {
+        output.WriteRawTag(93);
+        output.WriteFloat(GazePitchDeg);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -3695,6 +3835,18 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(69);
         output.WriteFloat(GazeY);
       }
+      if (PtsSamples != 0L) {
+        output.WriteRawTag(72);
+        output.WriteInt64(PtsSamples);
+      }
+      if (GazeYawDeg != 0F) {
+        output.WriteRawTag(85);
+        output.WriteFloat(GazeYawDeg);
+      }
+      if (GazePitchDeg != 0F) {
+        output.WriteRawTag(93);
+        output.WriteFloat(GazePitchDeg);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -3725,6 +3877,15 @@ namespace LpmNpc.V1 {
         size += 1 + 4;
       }
       if (GazeY != 0F) {
+        size += 1 + 4;
+      }
+      if (PtsSamples != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(PtsSamples);
+      }
+      if (GazeYawDeg != 0F) {
+        size += 1 + 4;
+      }
+      if (GazePitchDeg != 0F) {
         size += 1 + 4;
       }
       if (_unknownFields != null) {
@@ -3760,6 +3921,15 @@ namespace LpmNpc.V1 {
       }
       if (other.GazeY != 0F) {
         GazeY = other.GazeY;
+      }
+      if (other.PtsSamples != 0L) {
+        PtsSamples = other.PtsSamples;
+      }
+      if (other.GazeYawDeg != 0F) {
+        GazeYawDeg = other.GazeYawDeg;
+      }
+      if (other.GazePitchDeg != 0F) {
+        GazePitchDeg = other.GazePitchDeg;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -3809,6 +3979,18 @@ namespace LpmNpc.V1 {
             GazeY = input.ReadFloat();
             break;
           }
+          case 72: {
+            PtsSamples = input.ReadInt64();
+            break;
+          }
+          case 85: {
+            GazeYawDeg = input.ReadFloat();
+            break;
+          }
+          case 93: {
+            GazePitchDeg = input.ReadFloat();
+            break;
+          }
         }
       }
     #endif
@@ -3855,6 +4037,18 @@ namespace LpmNpc.V1 {
           }
           case 69: {
             GazeY = input.ReadFloat();
+            break;
+          }
+          case 72: {
+            PtsSamples = input.ReadInt64();
+            break;
+          }
+          case 85: {
+            GazeYawDeg = input.ReadFloat();
+            break;
+          }
+          case 93: {
+            GazePitchDeg = input.ReadFloat();
             break;
           }
         }
@@ -4149,6 +4343,18 @@ namespace LpmNpc.V1 {
         /// the server is shutting down: reconnect with the resume token
         /// </summary>
         [pbr::OriginalName("TYPE_SERVER_DRAINING")] ServerDraining = 11,
+        /// <summary>
+        /// the player finished; the NPC shows a thinking look
+        /// </summary>
+        [pbr::OriginalName("TYPE_THINKING_STARTED")] ThinkingStarted = 12,
+        /// <summary>
+        /// a free-text direction was understood (see ServerMessage.direction)
+        /// </summary>
+        [pbr::OriginalName("TYPE_DIRECTION_APPLIED")] DirectionApplied = 13,
+        /// <summary>
+        /// the NPC reacted to loud or emotional player speech (detail says how)
+        /// </summary>
+        [pbr::OriginalName("TYPE_PLAYER_REACTION")] PlayerReaction = 14,
       }
 
     }
@@ -4198,6 +4404,8 @@ namespace LpmNpc.V1 {
       latencyP95Ms_ = other.latencyP95Ms_;
       renderMs_ = other.renderMs_;
       ptsUs_ = other.ptsUs_;
+      latencyP99Ms_ = other.latencyP99Ms_;
+      renderBatchMean_ = other.renderBatchMean_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -4315,6 +4523,33 @@ namespace LpmNpc.V1 {
       }
     }
 
+    /// <summary>Field number for the "latency_p99_ms" field.</summary>
+    public const int LatencyP99MsFieldNumber = 9;
+    private float latencyP99Ms_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float LatencyP99Ms {
+      get { return latencyP99Ms_; }
+      set {
+        latencyP99Ms_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "render_batch_mean" field.</summary>
+    public const int RenderBatchMeanFieldNumber = 10;
+    private float renderBatchMean_;
+    /// <summary>
+    /// mean number of NPCs rendered together with this one
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float RenderBatchMean {
+      get { return renderBatchMean_; }
+      set {
+        renderBatchMean_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -4338,6 +4573,8 @@ namespace LpmNpc.V1 {
       if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(LatencyP95Ms, other.LatencyP95Ms)) return false;
       if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(RenderMs, other.RenderMs)) return false;
       if (PtsUs != other.PtsUs) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(LatencyP99Ms, other.LatencyP99Ms)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(RenderBatchMean, other.RenderBatchMean)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -4353,6 +4590,8 @@ namespace LpmNpc.V1 {
       if (LatencyP95Ms != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(LatencyP95Ms);
       if (RenderMs != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(RenderMs);
       if (PtsUs != 0L) hash ^= PtsUs.GetHashCode();
+      if (LatencyP99Ms != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(LatencyP99Ms);
+      if (RenderBatchMean != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(RenderBatchMean);
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -4403,6 +4642,14 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(64);
         output.WriteInt64(PtsUs);
       }
+      if (LatencyP99Ms != 0F) {
+        output.WriteRawTag(77);
+        output.WriteFloat(LatencyP99Ms);
+      }
+      if (RenderBatchMean != 0F) {
+        output.WriteRawTag(85);
+        output.WriteFloat(RenderBatchMean);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -4445,6 +4692,14 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(64);
         output.WriteInt64(PtsUs);
       }
+      if (LatencyP99Ms != 0F) {
+        output.WriteRawTag(77);
+        output.WriteFloat(LatencyP99Ms);
+      }
+      if (RenderBatchMean != 0F) {
+        output.WriteRawTag(85);
+        output.WriteFloat(RenderBatchMean);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -4478,6 +4733,12 @@ namespace LpmNpc.V1 {
       }
       if (PtsUs != 0L) {
         size += 1 + pb::CodedOutputStream.ComputeInt64Size(PtsUs);
+      }
+      if (LatencyP99Ms != 0F) {
+        size += 1 + 4;
+      }
+      if (RenderBatchMean != 0F) {
+        size += 1 + 4;
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -4514,6 +4775,12 @@ namespace LpmNpc.V1 {
       }
       if (other.PtsUs != 0L) {
         PtsUs = other.PtsUs;
+      }
+      if (other.LatencyP99Ms != 0F) {
+        LatencyP99Ms = other.LatencyP99Ms;
+      }
+      if (other.RenderBatchMean != 0F) {
+        RenderBatchMean = other.RenderBatchMean;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -4562,6 +4829,14 @@ namespace LpmNpc.V1 {
             PtsUs = input.ReadInt64();
             break;
           }
+          case 77: {
+            LatencyP99Ms = input.ReadFloat();
+            break;
+          }
+          case 85: {
+            RenderBatchMean = input.ReadFloat();
+            break;
+          }
         }
       }
     #endif
@@ -4607,6 +4882,14 @@ namespace LpmNpc.V1 {
           }
           case 64: {
             PtsUs = input.ReadInt64();
+            break;
+          }
+          case 77: {
+            LatencyP99Ms = input.ReadFloat();
+            break;
+          }
+          case 85: {
+            RenderBatchMean = input.ReadFloat();
             break;
           }
         }
@@ -4888,6 +5171,582 @@ namespace LpmNpc.V1 {
 
   }
 
+  /// <summary>
+  /// How a free-text direction (DialogueState.direction) was understood.
+  /// </summary>
+  public sealed partial class DirectionMatch : pb::IMessage<DirectionMatch>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<DirectionMatch> _parser = new pb::MessageParser<DirectionMatch>(() => new DirectionMatch());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<DirectionMatch> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[11]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public DirectionMatch() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public DirectionMatch(DirectionMatch other) : this() {
+      name_ = other.name_;
+      confidence_ = other.confidence_;
+      weight_ = other.weight_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public DirectionMatch Clone() {
+      return new DirectionMatch(this);
+    }
+
+    /// <summary>Field number for the "name" field.</summary>
+    public const int NameFieldNumber = 1;
+    private string name_ = "";
+    /// <summary>
+    /// a motion primitive ("nod_slow") or an emotion ("emotion:happy")
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Name {
+      get { return name_; }
+      set {
+        name_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "confidence" field.</summary>
+    public const int ConfidenceFieldNumber = 2;
+    private float confidence_;
+    /// <summary>
+    /// 0..1 similarity of the text to this item
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float Confidence {
+      get { return confidence_; }
+      set {
+        confidence_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "weight" field.</summary>
+    public const int WeightFieldNumber = 3;
+    private float weight_;
+    /// <summary>
+    /// 0..1 how strongly it is played
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float Weight {
+      get { return weight_; }
+      set {
+        weight_ = value;
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as DirectionMatch);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(DirectionMatch other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (Name != other.Name) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(Confidence, other.Confidence)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(Weight, other.Weight)) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (Name.Length != 0) hash ^= Name.GetHashCode();
+      if (Confidence != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(Confidence);
+      if (Weight != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(Weight);
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (Name.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Name);
+      }
+      if (Confidence != 0F) {
+        output.WriteRawTag(21);
+        output.WriteFloat(Confidence);
+      }
+      if (Weight != 0F) {
+        output.WriteRawTag(29);
+        output.WriteFloat(Weight);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (Name.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Name);
+      }
+      if (Confidence != 0F) {
+        output.WriteRawTag(21);
+        output.WriteFloat(Confidence);
+      }
+      if (Weight != 0F) {
+        output.WriteRawTag(29);
+        output.WriteFloat(Weight);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (Name.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Name);
+      }
+      if (Confidence != 0F) {
+        size += 1 + 4;
+      }
+      if (Weight != 0F) {
+        size += 1 + 4;
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(DirectionMatch other) {
+      if (other == null) {
+        return;
+      }
+      if (other.Name.Length != 0) {
+        Name = other.Name;
+      }
+      if (other.Confidence != 0F) {
+        Confidence = other.Confidence;
+      }
+      if (other.Weight != 0F) {
+        Weight = other.Weight;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            Name = input.ReadString();
+            break;
+          }
+          case 21: {
+            Confidence = input.ReadFloat();
+            break;
+          }
+          case 29: {
+            Weight = input.ReadFloat();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            Name = input.ReadString();
+            break;
+          }
+          case 21: {
+            Confidence = input.ReadFloat();
+            break;
+          }
+          case 29: {
+            Weight = input.ReadFloat();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
+  public sealed partial class DirectionResult : pb::IMessage<DirectionResult>
+  #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      , pb::IBufferMessage
+  #endif
+  {
+    private static readonly pb::MessageParser<DirectionResult> _parser = new pb::MessageParser<DirectionResult>(() => new DirectionResult());
+    private pb::UnknownFieldSet _unknownFields;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pb::MessageParser<DirectionResult> Parser { get { return _parser; } }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public static pbr::MessageDescriptor Descriptor {
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[12]; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    pbr::MessageDescriptor pb::IMessage.Descriptor {
+      get { return Descriptor; }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public DirectionResult() {
+      OnConstruction();
+    }
+
+    partial void OnConstruction();
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public DirectionResult(DirectionResult other) : this() {
+      text_ = other.text_;
+      matches_ = other.matches_.Clone();
+      ptsUs_ = other.ptsUs_;
+      durationMs_ = other.durationMs_;
+      _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public DirectionResult Clone() {
+      return new DirectionResult(this);
+    }
+
+    /// <summary>Field number for the "text" field.</summary>
+    public const int TextFieldNumber = 1;
+    private string text_ = "";
+    /// <summary>
+    /// the direction as received
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public string Text {
+      get { return text_; }
+      set {
+        text_ = pb::ProtoPreconditions.CheckNotNull(value, "value");
+      }
+    }
+
+    /// <summary>Field number for the "matches" field.</summary>
+    public const int MatchesFieldNumber = 2;
+    private static readonly pb::FieldCodec<global::LpmNpc.V1.DirectionMatch> _repeated_matches_codec
+        = pb::FieldCodec.ForMessage(18, global::LpmNpc.V1.DirectionMatch.Parser);
+    private readonly pbc::RepeatedField<global::LpmNpc.V1.DirectionMatch> matches_ = new pbc::RepeatedField<global::LpmNpc.V1.DirectionMatch>();
+    /// <summary>
+    /// chosen items, best first (empty: nothing matched well)
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<global::LpmNpc.V1.DirectionMatch> Matches {
+      get { return matches_; }
+    }
+
+    /// <summary>Field number for the "pts_us" field.</summary>
+    public const int PtsUsFieldNumber = 3;
+    private long ptsUs_;
+    /// <summary>
+    /// when it starts on the session clock
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public long PtsUs {
+      get { return ptsUs_; }
+      set {
+        ptsUs_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "duration_ms" field.</summary>
+    public const int DurationMsFieldNumber = 4;
+    private uint durationMs_;
+    /// <summary>
+    /// how long it plays (transition included)
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public uint DurationMs {
+      get { return durationMs_; }
+      set {
+        durationMs_ = value;
+      }
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override bool Equals(object other) {
+      return Equals(other as DirectionResult);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public bool Equals(DirectionResult other) {
+      if (ReferenceEquals(other, null)) {
+        return false;
+      }
+      if (ReferenceEquals(other, this)) {
+        return true;
+      }
+      if (Text != other.Text) return false;
+      if(!matches_.Equals(other.matches_)) return false;
+      if (PtsUs != other.PtsUs) return false;
+      if (DurationMs != other.DurationMs) return false;
+      return Equals(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override int GetHashCode() {
+      int hash = 1;
+      if (Text.Length != 0) hash ^= Text.GetHashCode();
+      hash ^= matches_.GetHashCode();
+      if (PtsUs != 0L) hash ^= PtsUs.GetHashCode();
+      if (DurationMs != 0) hash ^= DurationMs.GetHashCode();
+      if (_unknownFields != null) {
+        hash ^= _unknownFields.GetHashCode();
+      }
+      return hash;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public override string ToString() {
+      return pb::JsonFormatter.ToDiagnosticString(this);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void WriteTo(pb::CodedOutputStream output) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      output.WriteRawMessage(this);
+    #else
+      if (Text.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Text);
+      }
+      matches_.WriteTo(output, _repeated_matches_codec);
+      if (PtsUs != 0L) {
+        output.WriteRawTag(24);
+        output.WriteInt64(PtsUs);
+      }
+      if (DurationMs != 0) {
+        output.WriteRawTag(32);
+        output.WriteUInt32(DurationMs);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(output);
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalWriteTo(ref pb::WriteContext output) {
+      if (Text.Length != 0) {
+        output.WriteRawTag(10);
+        output.WriteString(Text);
+      }
+      matches_.WriteTo(ref output, _repeated_matches_codec);
+      if (PtsUs != 0L) {
+        output.WriteRawTag(24);
+        output.WriteInt64(PtsUs);
+      }
+      if (DurationMs != 0) {
+        output.WriteRawTag(32);
+        output.WriteUInt32(DurationMs);
+      }
+      if (_unknownFields != null) {
+        _unknownFields.WriteTo(ref output);
+      }
+    }
+    #endif
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public int CalculateSize() {
+      int size = 0;
+      if (Text.Length != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeStringSize(Text);
+      }
+      size += matches_.CalculateSize(_repeated_matches_codec);
+      if (PtsUs != 0L) {
+        size += 1 + pb::CodedOutputStream.ComputeInt64Size(PtsUs);
+      }
+      if (DurationMs != 0) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt32Size(DurationMs);
+      }
+      if (_unknownFields != null) {
+        size += _unknownFields.CalculateSize();
+      }
+      return size;
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(DirectionResult other) {
+      if (other == null) {
+        return;
+      }
+      if (other.Text.Length != 0) {
+        Text = other.Text;
+      }
+      matches_.Add(other.matches_);
+      if (other.PtsUs != 0L) {
+        PtsUs = other.PtsUs;
+      }
+      if (other.DurationMs != 0) {
+        DurationMs = other.DurationMs;
+      }
+      _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
+    }
+
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public void MergeFrom(pb::CodedInputStream input) {
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+      input.ReadRawMessage(this);
+    #else
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, input);
+            break;
+          case 10: {
+            Text = input.ReadString();
+            break;
+          }
+          case 18: {
+            matches_.AddEntriesFrom(input, _repeated_matches_codec);
+            break;
+          }
+          case 24: {
+            PtsUs = input.ReadInt64();
+            break;
+          }
+          case 32: {
+            DurationMs = input.ReadUInt32();
+            break;
+          }
+        }
+      }
+    #endif
+    }
+
+    #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    void pb::IBufferMessage.InternalMergeFrom(ref pb::ParseContext input) {
+      uint tag;
+      while ((tag = input.ReadTag()) != 0) {
+        switch(tag) {
+          default:
+            _unknownFields = pb::UnknownFieldSet.MergeFieldFrom(_unknownFields, ref input);
+            break;
+          case 10: {
+            Text = input.ReadString();
+            break;
+          }
+          case 18: {
+            matches_.AddEntriesFrom(ref input, _repeated_matches_codec);
+            break;
+          }
+          case 24: {
+            PtsUs = input.ReadInt64();
+            break;
+          }
+          case 32: {
+            DurationMs = input.ReadUInt32();
+            break;
+          }
+        }
+      }
+    }
+    #endif
+
+  }
+
   public sealed partial class ServerMessage : pb::IMessage<ServerMessage>
   #if !GOOGLE_PROTOBUF_REFSTRUCT_COMPATIBILITY_MODE
       , pb::IBufferMessage
@@ -4902,7 +5761,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[11]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[13]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -4940,6 +5799,9 @@ namespace LpmNpc.V1 {
           break;
         case MsgOneofCase.Error:
           Error = other.Error.Clone();
+          break;
+        case MsgOneofCase.Direction:
+          Direction = other.Direction.Clone();
           break;
       }
 
@@ -5024,6 +5886,18 @@ namespace LpmNpc.V1 {
       }
     }
 
+    /// <summary>Field number for the "direction" field.</summary>
+    public const int DirectionFieldNumber = 7;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public global::LpmNpc.V1.DirectionResult Direction {
+      get { return msgCase_ == MsgOneofCase.Direction ? (global::LpmNpc.V1.DirectionResult) msg_ : null; }
+      set {
+        msg_ = value;
+        msgCase_ = value == null ? MsgOneofCase.None : MsgOneofCase.Direction;
+      }
+    }
+
     private object msg_;
     /// <summary>Enum of possible cases for the "msg" oneof.</summary>
     public enum MsgOneofCase {
@@ -5034,6 +5908,7 @@ namespace LpmNpc.V1 {
       Event = 4,
       Stats = 5,
       Error = 6,
+      Direction = 7,
     }
     private MsgOneofCase msgCase_ = MsgOneofCase.None;
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5070,6 +5945,7 @@ namespace LpmNpc.V1 {
       if (!object.Equals(Event, other.Event)) return false;
       if (!object.Equals(Stats, other.Stats)) return false;
       if (!object.Equals(Error, other.Error)) return false;
+      if (!object.Equals(Direction, other.Direction)) return false;
       if (MsgCase != other.MsgCase) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
@@ -5084,6 +5960,7 @@ namespace LpmNpc.V1 {
       if (msgCase_ == MsgOneofCase.Event) hash ^= Event.GetHashCode();
       if (msgCase_ == MsgOneofCase.Stats) hash ^= Stats.GetHashCode();
       if (msgCase_ == MsgOneofCase.Error) hash ^= Error.GetHashCode();
+      if (msgCase_ == MsgOneofCase.Direction) hash ^= Direction.GetHashCode();
       hash ^= (int) msgCase_;
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
@@ -5127,6 +6004,10 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(50);
         output.WriteMessage(Error);
       }
+      if (msgCase_ == MsgOneofCase.Direction) {
+        output.WriteRawTag(58);
+        output.WriteMessage(Direction);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -5161,6 +6042,10 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(50);
         output.WriteMessage(Error);
       }
+      if (msgCase_ == MsgOneofCase.Direction) {
+        output.WriteRawTag(58);
+        output.WriteMessage(Direction);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -5188,6 +6073,9 @@ namespace LpmNpc.V1 {
       }
       if (msgCase_ == MsgOneofCase.Error) {
         size += 1 + pb::CodedOutputStream.ComputeMessageSize(Error);
+      }
+      if (msgCase_ == MsgOneofCase.Direction) {
+        size += 1 + pb::CodedOutputStream.ComputeMessageSize(Direction);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -5237,6 +6125,12 @@ namespace LpmNpc.V1 {
             Error = new global::LpmNpc.V1.Error();
           }
           Error.MergeFrom(other.Error);
+          break;
+        case MsgOneofCase.Direction:
+          if (Direction == null) {
+            Direction = new global::LpmNpc.V1.DirectionResult();
+          }
+          Direction.MergeFrom(other.Direction);
           break;
       }
 
@@ -5309,6 +6203,15 @@ namespace LpmNpc.V1 {
             Error = subBuilder;
             break;
           }
+          case 58: {
+            global::LpmNpc.V1.DirectionResult subBuilder = new global::LpmNpc.V1.DirectionResult();
+            if (msgCase_ == MsgOneofCase.Direction) {
+              subBuilder.MergeFrom(Direction);
+            }
+            input.ReadMessage(subBuilder);
+            Direction = subBuilder;
+            break;
+          }
         }
       }
     #endif
@@ -5378,6 +6281,15 @@ namespace LpmNpc.V1 {
             Error = subBuilder;
             break;
           }
+          case 58: {
+            global::LpmNpc.V1.DirectionResult subBuilder = new global::LpmNpc.V1.DirectionResult();
+            if (msgCase_ == MsgOneofCase.Direction) {
+              subBuilder.MergeFrom(Direction);
+            }
+            input.ReadMessage(subBuilder);
+            Direction = subBuilder;
+            break;
+          }
         }
       }
     }
@@ -5399,7 +6311,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[12]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[14]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5657,7 +6569,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[13]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[15]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -5684,6 +6596,7 @@ namespace LpmNpc.V1 {
       numReferences_ = other.numReferences_;
       faceScore_ = other.faceScore_;
       builtin_ = other.builtin_;
+      referencesUsed_ = other.referencesUsed_.Clone();
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -5783,6 +6696,20 @@ namespace LpmNpc.V1 {
       }
     }
 
+    /// <summary>Field number for the "references_used" field.</summary>
+    public const int ReferencesUsedFieldNumber = 8;
+    private static readonly pb::FieldCodec<string> _repeated_referencesUsed_codec
+        = pb::FieldCodec.ForString(66);
+    private readonly pbc::RepeatedField<string> referencesUsed_ = new pbc::RepeatedField<string>();
+    /// <summary>
+    /// what each extra reference supplies ("mouth_interior", ...)
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public pbc::RepeatedField<string> ReferencesUsed {
+      get { return referencesUsed_; }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -5805,6 +6732,7 @@ namespace LpmNpc.V1 {
       if (NumReferences != other.NumReferences) return false;
       if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(FaceScore, other.FaceScore)) return false;
       if (Builtin != other.Builtin) return false;
+      if(!referencesUsed_.Equals(other.referencesUsed_)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -5819,6 +6747,7 @@ namespace LpmNpc.V1 {
       if (NumReferences != 0) hash ^= NumReferences.GetHashCode();
       if (FaceScore != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(FaceScore);
       if (Builtin != false) hash ^= Builtin.GetHashCode();
+      hash ^= referencesUsed_.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -5865,6 +6794,7 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(56);
         output.WriteBool(Builtin);
       }
+      referencesUsed_.WriteTo(output, _repeated_referencesUsed_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -5903,6 +6833,7 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(56);
         output.WriteBool(Builtin);
       }
+      referencesUsed_.WriteTo(ref output, _repeated_referencesUsed_codec);
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -5934,6 +6865,7 @@ namespace LpmNpc.V1 {
       if (Builtin != false) {
         size += 1 + 1;
       }
+      size += referencesUsed_.CalculateSize(_repeated_referencesUsed_codec);
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
       }
@@ -5967,6 +6899,7 @@ namespace LpmNpc.V1 {
       if (other.Builtin != false) {
         Builtin = other.Builtin;
       }
+      referencesUsed_.Add(other.referencesUsed_);
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
 
@@ -6008,6 +6941,10 @@ namespace LpmNpc.V1 {
           }
           case 56: {
             Builtin = input.ReadBool();
+            break;
+          }
+          case 66: {
+            referencesUsed_.AddEntriesFrom(input, _repeated_referencesUsed_codec);
             break;
           }
         }
@@ -6053,6 +6990,10 @@ namespace LpmNpc.V1 {
             Builtin = input.ReadBool();
             break;
           }
+          case 66: {
+            referencesUsed_.AddEntriesFrom(ref input, _repeated_referencesUsed_codec);
+            break;
+          }
         }
       }
     }
@@ -6074,7 +7015,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[14]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[16]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6312,7 +7253,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[15]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[17]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6464,7 +7405,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[16]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[18]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6642,7 +7583,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[17]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[19]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -6831,7 +7772,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[18]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[20]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7020,7 +7961,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[19]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[21]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7172,7 +8113,7 @@ namespace LpmNpc.V1 {
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public static pbr::MessageDescriptor Descriptor {
-      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[20]; }
+      get { return global::LpmNpc.V1.LpmNpcReflection.Descriptor.MessageTypes[22]; }
     }
 
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
@@ -7201,6 +8142,8 @@ namespace LpmNpc.V1 {
       maxHeight_ = other.maxHeight_;
       supportedFps_ = other.supportedFps_.Clone();
       maxMessageBytes_ = other.maxMessageBytes_;
+      capacityPixelsPerS_ = other.capacityPixelsPerS_;
+      committedPixelsPerS_ = other.committedPixelsPerS_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -7319,6 +8262,35 @@ namespace LpmNpc.V1 {
       }
     }
 
+    /// <summary>Field number for the "capacity_pixels_per_s" field.</summary>
+    public const int CapacityPixelsPerSFieldNumber = 10;
+    private ulong capacityPixelsPerS_;
+    /// <summary>
+    /// Admission control: the render load the server accepts, in output pixels per second
+    /// (width * height * fps summed over live, unpaused sessions). A session beyond it is refused
+    /// with RESOURCE_EXHAUSTED.
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ulong CapacityPixelsPerS {
+      get { return capacityPixelsPerS_; }
+      set {
+        capacityPixelsPerS_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "committed_pixels_per_s" field.</summary>
+    public const int CommittedPixelsPerSFieldNumber = 11;
+    private ulong committedPixelsPerS_;
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public ulong CommittedPixelsPerS {
+      get { return committedPixelsPerS_; }
+      set {
+        committedPixelsPerS_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -7343,6 +8315,8 @@ namespace LpmNpc.V1 {
       if (MaxHeight != other.MaxHeight) return false;
       if(!supportedFps_.Equals(other.supportedFps_)) return false;
       if (MaxMessageBytes != other.MaxMessageBytes) return false;
+      if (CapacityPixelsPerS != other.CapacityPixelsPerS) return false;
+      if (CommittedPixelsPerS != other.CommittedPixelsPerS) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -7359,6 +8333,8 @@ namespace LpmNpc.V1 {
       if (MaxHeight != 0) hash ^= MaxHeight.GetHashCode();
       hash ^= supportedFps_.GetHashCode();
       if (MaxMessageBytes != 0) hash ^= MaxMessageBytes.GetHashCode();
+      if (CapacityPixelsPerS != 0UL) hash ^= CapacityPixelsPerS.GetHashCode();
+      if (CommittedPixelsPerS != 0UL) hash ^= CommittedPixelsPerS.GetHashCode();
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -7407,6 +8383,14 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(72);
         output.WriteUInt32(MaxMessageBytes);
       }
+      if (CapacityPixelsPerS != 0UL) {
+        output.WriteRawTag(80);
+        output.WriteUInt64(CapacityPixelsPerS);
+      }
+      if (CommittedPixelsPerS != 0UL) {
+        output.WriteRawTag(88);
+        output.WriteUInt64(CommittedPixelsPerS);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -7447,6 +8431,14 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(72);
         output.WriteUInt32(MaxMessageBytes);
       }
+      if (CapacityPixelsPerS != 0UL) {
+        output.WriteRawTag(80);
+        output.WriteUInt64(CapacityPixelsPerS);
+      }
+      if (CommittedPixelsPerS != 0UL) {
+        output.WriteRawTag(88);
+        output.WriteUInt64(CommittedPixelsPerS);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -7479,6 +8471,12 @@ namespace LpmNpc.V1 {
       size += supportedFps_.CalculateSize(_repeated_supportedFps_codec);
       if (MaxMessageBytes != 0) {
         size += 1 + pb::CodedOutputStream.ComputeUInt32Size(MaxMessageBytes);
+      }
+      if (CapacityPixelsPerS != 0UL) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt64Size(CapacityPixelsPerS);
+      }
+      if (CommittedPixelsPerS != 0UL) {
+        size += 1 + pb::CodedOutputStream.ComputeUInt64Size(CommittedPixelsPerS);
       }
       if (_unknownFields != null) {
         size += _unknownFields.CalculateSize();
@@ -7514,6 +8512,12 @@ namespace LpmNpc.V1 {
       supportedFps_.Add(other.supportedFps_);
       if (other.MaxMessageBytes != 0) {
         MaxMessageBytes = other.MaxMessageBytes;
+      }
+      if (other.CapacityPixelsPerS != 0UL) {
+        CapacityPixelsPerS = other.CapacityPixelsPerS;
+      }
+      if (other.CommittedPixelsPerS != 0UL) {
+        CommittedPixelsPerS = other.CommittedPixelsPerS;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -7567,6 +8571,14 @@ namespace LpmNpc.V1 {
             MaxMessageBytes = input.ReadUInt32();
             break;
           }
+          case 80: {
+            CapacityPixelsPerS = input.ReadUInt64();
+            break;
+          }
+          case 88: {
+            CommittedPixelsPerS = input.ReadUInt64();
+            break;
+          }
         }
       }
     #endif
@@ -7617,6 +8629,14 @@ namespace LpmNpc.V1 {
           }
           case 72: {
             MaxMessageBytes = input.ReadUInt32();
+            break;
+          }
+          case 80: {
+            CapacityPixelsPerS = input.ReadUInt64();
+            break;
+          }
+          case 88: {
+            CommittedPixelsPerS = input.ReadUInt64();
             break;
           }
         }
