@@ -45,3 +45,6 @@ class EventType(enum.Enum):
     RESUMED = "resumed"
     OUTPUT_CHANGED = "output_changed"
     SERVER_DRAINING = "server_draining"
+    THINKING_STARTED = "thinking_started"
+    DIRECTION_APPLIED = "direction_applied"
+    PLAYER_REACTION = "player_reaction"

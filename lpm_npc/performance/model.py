@@ -69,6 +69,7 @@ class PerformanceEvent:
     type: EventType
     t_s: float
     detail: str = ""
+    data: object | None = None  # typed payload where the event has one (DIRECTION_APPLIED: DirectionResult)
 
 
 @dataclass
