@@ -95,5 +95,12 @@ class ServerConfig:
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str = "cpu"
     render_threads: int = 2
+    # Admission control (see runtime/capacity.py). A frame costs fixed + per-megapixel ms of one
+    # render thread; 0 = measure both at start-up on this machine and backend.
+    admission: bool = True
+    frame_cost_fixed_ms: float = 0.0
+    frame_cost_per_mpx_ms: float = 0.0
+    utilisation: float = 0.85       # share of the render threads' time the server may commit
+    coalesce_ms: float = 2.0        # a tick's batch waits this long for the rest of its requests
     drain_seconds: float = 5.0
     outbound_queue_frames: int = 2

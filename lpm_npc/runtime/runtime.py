@@ -14,6 +14,8 @@ from ..character.store import CharacterInfo, CharacterStore
 from ..config import MAX_SIZE, SUPPORTED_FPS, ServerConfig, SessionOptions
 from ..errors import CapacityError
 from ..render.renderer import TorchRenderer
+from .capacity import Capacity, FrameCost, measure_frame_cost
+from .scheduler import FrameScheduler
 from .session import PerformSession
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,63 @@ class Runtime:
         self._sessions: dict[str, PerformSession] = {}
         self._prepared: OrderedDict[str, object] = OrderedDict()  # LRU of renderer-ready rigs
         self._lock = threading.Lock()
+        self.scheduler = FrameScheduler(self.renderer, workers=self.config.render_threads,
+                                        coalesce_s=self.config.coalesce_ms / 1000.0)
+        self.capacity: Capacity | None = None
+        if self.config.frame_cost_fixed_ms > 0 and self.config.frame_cost_per_mpx_ms > 0:
+            self.capacity = Capacity(FrameCost(self.config.frame_cost_fixed_ms, self.config.frame_cost_per_mpx_ms),
+                                     self._budget_ms_per_s())
+
+    # -- capacity -------------------------------------------------------------------------------
+    def _budget_ms_per_s(self) -> float:
+        return 1000.0 * max(1, self.config.render_threads) * self.config.utilisation
+
+    def calibrate(self) -> Capacity:
+        """Measure the cost of a frame on this machine and backend (batched, like the server runs)."""
+        if self.capacity is not None:
+            return self.capacity
+        from ..config import DEFAULT_CHARACTER_ID, OutputOptions
+
+        rig = self.store.get(DEFAULT_CHARACTER_ID)
+        prepared = self._prepare(DEFAULT_CHARACTER_ID, rig)
+        cache: dict[int, list[PerformSession]] = {}
+
+        def make(size: int, batch: int) -> None:
+            sessions = cache.get(size)
+            if sessions is None:
+                opts = SessionOptions(output=OutputOptions(width=size, height=size))
+                sessions = cache[size] = [PerformSession(opts, rig, prepared, self.renderer, seed=i)
+                                          for i in range(batch)]
+            self.scheduler.render_now(sessions)
+
+        cost = measure_frame_cost(make)
+        self.capacity = Capacity(cost, self._budget_ms_per_s())
+        cap = self.capacity
+        log.info("capacity: %.0f worker-ms/s; about %d NPCs at 256x256@30, %d at 512x512@30",
+                 cap.budget_ms_per_s, cap.max_sessions_at(256, 256, 30), cap.max_sessions_at(512, 512, 30))
+        return cap
+
+    def committed_ms_per_s(self, exclude: PerformSession | None = None) -> float:
+        if self.capacity is None:
+            return 0.0
+        with self._lock:
+            sessions = [s for s in self._sessions.values() if not s.paused and s is not exclude]
+        return sum(self.capacity.load_ms_per_s(s.output.width, s.output.height, s.output.fps) for s in sessions)
+
+    def admit(self, width: int, height: int, fps: int, replacing: PerformSession | None = None) -> None:
+        """Raise CapacityError if a (width, height, fps) stream would overload the renderer."""
+        cap = self.capacity
+        if cap is None or not self.config.admission:
+            return
+        need = cap.load_ms_per_s(width, height, fps)
+        committed = self.committed_ms_per_s(exclude=replacing)
+        if committed + need > cap.budget_ms_per_s:
+            raise CapacityError(
+                f"rendering capacity is full: live sessions commit {committed:.0f} of "
+                f"{cap.budget_ms_per_s:.0f} render-ms per second and a {width}x{height}@{fps} stream needs "
+                f"{need:.0f} more (this server fits about {cap.max_sessions_at(width, height, fps)} such "
+                "streams). Lower the size or fps of far NPCs (Control ACTION_SET_OUTPUT), pause hidden "
+                "ones (ACTION_PAUSE), or start another server.")
 
     # -- sessions -------------------------------------------------------------------------------
     def open_session(self, options: SessionOptions, seed: int | None = None) -> PerformSession:
@@ -76,6 +135,8 @@ class Runtime:
                     f"the server is at its capacity of {self.config.max_sessions} sessions; "
                     "close an NPC session or start another server (--max-sessions)."
                 )
+        o = options.output
+        self.admit(o.width, o.height, o.fps)
         rig = self.store.get(options.character_id)
         prepared = self._prepare(options.character_id, rig)
         resume_state = self.resume.take(options.resume_token) if options.resume_token else None
@@ -143,7 +204,11 @@ class Runtime:
             "max_height": MAX_SIZE,
             "supported_fps": list(SUPPORTED_FPS),
             "max_message_bytes": self.config.max_message_bytes,
+            "capacity_pixels_per_s": self.capacity.capacity_pixels_per_s if self.capacity else 0,
+            "committed_pixels_per_s": (self.capacity.pixels_per_s(self.committed_ms_per_s())
+                                       if self.capacity else 0),
         }
 
     def close(self) -> None:
+        self.scheduler.close()
         self.store.close()

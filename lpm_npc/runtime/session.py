@@ -27,6 +27,17 @@ from ..errors import AudioFormatError, InvalidInputError
 from ..performance.model import PerformanceConfig, PerformanceEvent, PerformanceModel
 from ..performance.motion import MOTION_CHANNELS, MotionFrame
 from ..render.renderer import Renderer
+
+try:  # the batched renderer API
+    from ..render.renderer import RenderRequest
+except ImportError:  # pragma: no cover - until the renderer grows render_many
+    @dataclass
+    class RenderRequest:  # type: ignore[no-redef]
+        prepared: object
+        motion: np.ndarray
+        width: int
+        height: int
+        alpha_matte: bool = False
 from ..types import AudioChannel, Emotion, Phase
 from .clock import FrameClock
 
@@ -59,6 +70,20 @@ class RenderedFrame:
     # NPC chunks whose first sample this frame is the first to show: (arrival monotonic time,
     # start on the session clock in seconds). Used for the audio-in -> frame-out latency.
     shows_chunks: list[tuple[float, float]] = field(default_factory=list)
+    batch_size: int = 1  # frames rendered in the same renderer call (across sessions)
+
+
+@dataclass
+class FrameWork:
+    """A frame between begin_frame() and finish_frame(): its time, motion and events."""
+
+    index: int
+    pts: float
+    output: OutputOptions
+    motion: MotionFrame
+    events: list[PerformanceEvent]
+    shown: list[tuple[float, float]]
+    times: StageTimes
 
 
 @dataclass
@@ -201,8 +226,11 @@ class PerformSession:
             return self.model.state_dict()
 
     # -- output ---------------------------------------------------------------------------------
-    def render_next(self) -> RenderedFrame:
-        """Render, encode and return the next frame; advances the clock by one frame."""
+    # A frame is made in three steps so that a scheduler can render many sessions' frames in one
+    # batched renderer call: begin_frame (motion, under the lock) -> renderer -> finish_frame
+    # (encode). render_next() runs the three in a row for one session.
+    def begin_frame(self) -> "FrameWork":
+        """Step the performance model to the next frame; advances the clock by one frame."""
         t_start = time.perf_counter()
         index = self.next_index
         output = self._output
@@ -214,28 +242,46 @@ class PerformSession:
                 chunk = self._pending_npc.popleft()
                 shown.append((chunk.arrived_at, chunk.start_s))
             self.next_index = index + 1
-        t_motion = time.perf_counter()
-        rgba = self.renderer.render(self.prepared, motion.values[None, :], output.width, output.height,
-                                    alpha_matte=output.alpha_matte)[0]
-        t_render = time.perf_counter()
+        times = StageTimes(audio=self._audio_seconds, motion=time.perf_counter() - t_start)
+        self._audio_seconds = 0.0
+        return FrameWork(index=index, pts=pts, output=output, motion=motion, events=events,
+                         shown=shown, times=times)
+
+    def render_request(self, work: "FrameWork") -> RenderRequest:
+        o = work.output
+        return RenderRequest(self.prepared, work.motion.values, o.width, o.height, o.alpha_matte)
+
+    def finish_frame(self, work: "FrameWork", rgba: np.ndarray, render_s: float = 0.0,
+                     batch_size: int = 1) -> RenderedFrame:
+        """Encode a rendered (H, W, 4) RGBA frame of `work`."""
+        t0 = time.perf_counter()
+        output = work.output
         if (self._encoder.pixel_format, self._encoder.flip_y) != (output.pixel_format, output.flip_y):
             self._encoder = self._make_encoder(output)
         encoded = self._encoder.encode(rgba)
-        t_encode = time.perf_counter()
         self.frames_rendered += 1
-        times = StageTimes(audio=self._audio_seconds, motion=t_motion - t_start,
-                           render=t_render - t_motion, encode=t_encode - t_render)
-        self._audio_seconds = 0.0
+        work.times.render = render_s
+        work.times.encode = time.perf_counter() - t0
         return RenderedFrame(
-            index=index,
-            pts_us=int(round(pts * 1e6)),
-            pts_samples=int(round(pts * self.options.npc_sample_rate)),
+            index=work.index,
+            pts_us=int(round(work.pts * 1e6)),
+            pts_samples=int(round(work.pts * self.options.npc_sample_rate)),
             encoded=encoded,
-            motion=motion,
-            events=events,
-            times=times,
-            shows_chunks=shown,
+            motion=work.motion,
+            events=work.events,
+            times=work.times,
+            shows_chunks=work.shown,
+            batch_size=batch_size,
         )
+
+    def render_next(self) -> RenderedFrame:
+        """Render, encode and return the next frame; advances the clock by one frame."""
+        work = self.begin_frame()
+        t0 = time.perf_counter()
+        o = work.output
+        rgba = self.renderer.render(self.prepared, work.motion.values[None, :], o.width, o.height,
+                                    alpha_matte=o.alpha_matte)[0]
+        return self.finish_frame(work, rgba, time.perf_counter() - t0)
 
     @staticmethod
     def _make_encoder(output: OutputOptions) -> FrameEncoder:

@@ -99,6 +99,9 @@ async def serve_forever(config: ServerConfig, ready: threading.Event | None = No
     if warm_default:
         # Build (or load) the default character now so the first session starts without a pause.
         await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.store.ensure_default)
+    if config.admission:
+        # Measure what a frame costs here, for admission control (about a second).
+        await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.calibrate)
     # Everything imported and built so far (torch, mediapipe, the default rig) lives for the whole
     # process: move it out of the collector's reach so a full collection never stalls the frame clock.
     gc.collect()

@@ -100,3 +100,14 @@ def session_config_to_pb(options: SessionOptions) -> pb.SessionConfig:
         npc_sample_rate=options.npc_sample_rate,
         resume_token=options.resume_token,
     )
+
+
+def direction_result_pb(result) -> pb.DirectionResult:
+    """A DirectionResult (performance/direction.py) as the contract's message."""
+    return pb.DirectionResult(
+        text=result.text,
+        matches=[pb.DirectionMatch(name=m.name, confidence=float(m.confidence), weight=float(m.weight))
+                 for m in result.matches],
+        pts_us=int(round(result.start_s * 1e6)),
+        duration_ms=int(round(max(0.0, result.duration_s) * 1000)),
+    )

@@ -17,6 +17,7 @@ import grpc
 
 from ..errors import LpmError
 from ..runtime.runtime import Runtime
+from ..runtime.scheduler import aligned_start
 from ..runtime.session import RIG_CHANNEL_NAMES, PerformSession, rig_weights
 from ..types import EventType
 from ..v1 import lpm_npc_pb2 as pb
@@ -154,7 +155,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                             a.sample_index if a.HasField("sample_index") else None, a.text,
                             arrived_at=time.monotonic())
                         for ev in events:
-                            stream.event(ev.type, ev.t_s, ev.detail)
+                            self._emit_event(stream, ev)
                     elif kind == "state":
                         s = msg.state
                         if s.phase not in convert.PHASE_FROM_PB or s.emotion not in convert.EMOTION_FROM_PB:
@@ -195,6 +196,11 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             stream.event(EventType.RESUMED, session.next_pts())
             stream.wake.set()
         elif control.action == A.ACTION_SET_OUTPUT:
+            cur = session.output
+            new = cur.with_changes(width=control.width or cur.width, height=control.height or cur.height,
+                                   fps=control.fps or cur.fps).validated()
+            if not session.paused:
+                self.runtime.admit(new.width, new.height, new.fps, replacing=session)
             o = session.set_output(control.width, control.height, control.fps)
             stream.event(EventType.OUTPUT_CHANGED, session.next_pts(), f"{o.width}x{o.height}@{o.fps}")
             stream.wake.set()
@@ -211,7 +217,9 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
         session, out = stream.session, stream.out
         lookahead = session.lookahead_s
         interval = session.options.stats_interval_ms / 1000.0
-        t0 = stream.t0 = time.monotonic()
+        # Start on the server-wide tick grid: sessions at the same fps become due together and are
+        # rendered in one batched call.
+        t0 = stream.t0 = aligned_start(session.output.fps)
         next_stats = t0 + interval
         linger_until: float | None = None
         try:
@@ -243,12 +251,13 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                     skipped = session.skip_to(session.clock.index_at(now - t0 - lookahead))
                     log.debug("session %s: %.0f ms behind the clock, skipped %d frames",
                               session.session_id, (now - due) * 1000.0, skipped)
-                frame = await loop.run_in_executor(self.executor, session.render_next)
-                stream.stats.rendered((frame.times.render + frame.times.encode + frame.times.motion) * 1000.0)
+                frame = await self.runtime.scheduler.render(session)
+                stream.stats.rendered((frame.times.render + frame.times.encode + frame.times.motion) * 1000.0,
+                                      frame.batch_size)
                 stream.last_pts_us = frame.pts_us
                 out.put_frame(*self._frame_messages(session, frame))
                 for ev in frame.events:
-                    stream.event(ev.type, ev.t_s, ev.detail)
+                    self._emit_event(stream, ev)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -258,13 +267,20 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             out.close()
 
     @staticmethod
+    def _emit_event(stream: _Stream, ev) -> None:
+        stream.event(ev.type, ev.t_s, ev.detail)
+        if ev.type is EventType.DIRECTION_APPLIED and ev.data is not None:
+            stream.out.put(pb.ServerMessage(direction=convert.direction_result_pb(ev.data)))
+
+    @staticmethod
     def _send_stats(stream: _Stream) -> None:
         s = stream.stats.take_interval()
         stream.out.put(pb.ServerMessage(stats=pb.Stats(
             fps=s["fps"], frames_sent=s["frames_sent"],
             frames_dropped=stream.out.dropped + stream.session.frames_skipped,
             queue_depth=stream.out.frames_waiting, latency_p50_ms=s["latency_p50_ms"],
-            latency_p95_ms=s["latency_p95_ms"], render_ms=s["render_ms"], pts_us=stream.last_pts_us)))
+            latency_p95_ms=s["latency_p95_ms"], latency_p99_ms=s["latency_p99_ms"], render_ms=s["render_ms"],
+            render_batch_mean=s["batch_mean"], pts_us=stream.last_pts_us)))
 
     @staticmethod
     def _frame_messages(session: PerformSession, frame) -> list:

@@ -15,6 +15,7 @@ class StreamStats:
         self.frames_sent = 0
         self.latencies_ms: deque[float] = deque(maxlen=window)
         self.render_ms: deque[float] = deque(maxlen=window)
+        self.batch: deque[int] = deque(maxlen=window)
         self._interval_start = time.monotonic()
         self._interval_frames = 0
 
@@ -25,8 +26,9 @@ class StreamStats:
     def latency(self, ms: float) -> None:
         self.latencies_ms.append(ms)
 
-    def rendered(self, ms: float) -> None:
+    def rendered(self, ms: float, batch_size: int = 1) -> None:
         self.render_ms.append(ms)
+        self.batch.append(batch_size)
 
     def take_interval(self) -> dict:
         now = time.monotonic()
@@ -39,5 +41,7 @@ class StreamStats:
             "frames_sent": self.frames_sent,
             "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else 0.0,
             "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else 0.0,
+            "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else 0.0,
+            "batch_mean": float(np.mean(self.batch)) if self.batch else 0.0,
             "render_ms": float(np.mean(self.render_ms)) if self.render_ms else 0.0,
         }

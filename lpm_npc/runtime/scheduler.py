@@ -1,0 +1,195 @@
+"""Batched frame making across sessions: one renderer call per tick and output size.
+
+Every live session's pump asks the scheduler for its next frame (`FrameScheduler.render`). Pumps
+of sessions with the same frame rate are phase-aligned on a server-wide tick grid
+(`aligned_start`), so the requests of one tick arrive together; a worker waits `coalesce_s` for
+the rest of the tick, then makes all of them at once:
+
+    begin_frame (motion) for each  ->  renderer.render_many (grouped by size)  ->  finish_frame (encode)
+
+With several workers, a tick's requests are shared between the idle ones, so the two cores of a
+laptop both render. Paused sessions do not ask, so they cost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .session import FrameWork, PerformSession, RenderedFrame
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[RenderedFrame | None, BaseException | None], None]
+
+# Server-wide epoch of the tick grid (monotonic clock).
+_EPOCH = time.monotonic()
+
+
+def aligned_start(fps: int, now: float | None = None) -> float:
+    """The next tick of the server-wide grid for `fps`: sessions started on it render together."""
+    now = time.monotonic() if now is None else now
+    interval = 1.0 / fps
+    return _EPOCH + math.ceil((now - _EPOCH) / interval - 1e-9) * interval
+
+
+@dataclass
+class SchedulerStats:
+    """Running totals (read by the benchmark and GetServerInfo)."""
+
+    calls: int = 0
+    frames: int = 0
+    busy_s: float = 0.0
+    stage_s: dict = field(default_factory=lambda: {"motion": 0.0, "render": 0.0, "encode": 0.0})
+
+    @property
+    def mean_batch(self) -> float:
+        return self.frames / self.calls if self.calls else 0.0
+
+
+class FrameScheduler:
+    """Makes the frames of many sessions in batched renderer calls on `workers` threads."""
+
+    def __init__(self, renderer, workers: int = 1, coalesce_s: float = 0.002, max_batch: int = 64):
+        self.renderer = renderer
+        self.coalesce_s = float(coalesce_s)
+        self.max_batch = int(max_batch)
+        self.stats = SchedulerStats()
+        self._queue: list[tuple[PerformSession, Callback]] = []
+        self._cond = threading.Condition()
+        self._idle = 0
+        self._closed = False
+        self._threads = [threading.Thread(target=self._run, name=f"frames-{i}", daemon=True)
+                         for i in range(max(1, int(workers)))]
+        for th in self._threads:
+            th.start()
+
+    # -- requests ---------------------------------------------------------------------------------
+    def submit(self, session: PerformSession, callback: Callback) -> None:
+        """Ask for `session`'s next frame; `callback(frame, error)` runs on a worker thread."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the frame scheduler is closed")
+            self._queue.append((session, callback))
+            self._cond.notify()
+
+    async def render(self, session: PerformSession) -> RenderedFrame:
+        """The next frame of `session`, made together with the other sessions due now."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+
+        def done(frame: RenderedFrame | None, error: BaseException | None) -> None:
+            def settle() -> None:
+                if fut.done():
+                    return
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(frame)
+            try:
+                loop.call_soon_threadsafe(settle)
+            except RuntimeError:  # the loop is gone (server shutting down)
+                pass
+
+        self.submit(session, done)
+        return await fut
+
+    def render_now(self, sessions: list[PerformSession]) -> list[RenderedFrame]:
+        """Synchronously make the next frame of each session in one batch (benchmarks, offline)."""
+        frames: list[RenderedFrame | None] = [None] * len(sessions)
+        errors: list[BaseException] = []
+
+        def cb(i: int) -> Callback:
+            def f(frame, error):
+                if error is not None:
+                    errors.append(error)
+                frames[i] = frame
+            return f
+
+        self._make([(s, cb(i)) for i, s in enumerate(sessions)])
+        if errors:
+            raise errors[0]
+        return frames  # type: ignore[return-value]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for th in self._threads:
+            th.join(timeout=5.0)
+
+    # -- workers ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._idle += 1
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._queue:
+                    self._idle -= 1
+                    return
+            if self.coalesce_s > 0:
+                time.sleep(self.coalesce_s)  # the rest of this tick's requests arrive meanwhile
+            with self._cond:
+                if not self._queue:
+                    self._idle -= 1
+                    continue
+                share = math.ceil(len(self._queue) / max(1, self._idle))
+                share = min(share, self.max_batch)
+                batch, self._queue = self._queue[:share], self._queue[share:]
+                self._idle -= 1
+                if self._queue:
+                    self._cond.notify()
+            self._make(batch)
+
+    def _make(self, batch: list[tuple[PerformSession, Callback]]) -> None:
+        t0 = time.perf_counter()
+        works: list[tuple[PerformSession, Callback, FrameWork]] = []
+        for session, cb in batch:
+            try:
+                works.append((session, cb, session.begin_frame()))
+            except BaseException as exc:  # noqa: BLE001 - reported to that session only
+                cb(None, exc)
+        t1 = time.perf_counter()
+        rgbas: list[np.ndarray] | None = None
+        render_error: BaseException | None = None
+        if works:
+            try:
+                rgbas = self._render_many([s.render_request(w) for s, _, w in works])
+            except BaseException as exc:  # noqa: BLE001
+                render_error = exc
+        t2 = time.perf_counter()
+        n = len(works)
+        per_frame = (t2 - t1) / max(1, n)
+        for k, (session, cb, work) in enumerate(works):
+            if render_error is not None or rgbas is None:
+                cb(None, render_error or RuntimeError("render failed"))
+                continue
+            try:
+                frame = session.finish_frame(work, rgbas[k], per_frame, batch_size=n)
+            except BaseException as exc:  # noqa: BLE001
+                cb(None, exc)
+                continue
+            cb(frame, None)
+        t3 = time.perf_counter()
+        st = self.stats
+        st.calls += 1
+        st.frames += n
+        st.busy_s += t3 - t0
+        st.stage_s["motion"] += t1 - t0
+        st.stage_s["render"] += t2 - t1
+        st.stage_s["encode"] += t3 - t2
+
+    def _render_many(self, requests) -> list[np.ndarray]:
+        many = getattr(self.renderer, "render_many", None)
+        if many is not None:
+            return many(requests)
+        return [self.renderer.render(r.prepared, np.asarray(r.motion)[None, :], r.width, r.height,
+                                     alpha_matte=r.alpha_matte)[0] for r in requests]
