@@ -90,68 +90,89 @@ def proc_rss_mb(pid: int) -> float:
 
 
 def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray, fps: int = 30,
-                   pixel_format: PixelFormat = PixelFormat.RGBA8, cache_dir: Path | None = None) -> dict:
-    sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(16, sessions))])
+                   pixel_format: PixelFormat = PixelFormat.RGBA8, cache_dir: Path | None = None,
+                   sidecar: Sidecar | None = None) -> dict:
+    """N live sessions against a `lpm-npc serve` child (started here unless `sidecar` is given)."""
+    own = sidecar is None
+    if own:
+        sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(16, sessions)),
+                                                             "--no-admission"])
     results: list[dict] = []
     try:
         client = sidecar.wait_ready()
         client.register_character(default_portrait_png())
         rss_idle = proc_rss_mb(sidecar.proc.pid)
         barrier = threading.Barrier(sessions + 1)
+        warm = min(2.0, seconds / 4)
 
         def run_one(k: int) -> None:
             stats, frames, first, last = [], 0, None, None
-            with client.perform(width=size, fps=fps, pixel_format=pixel_format, stats_interval_ms=1000) as stream:
-                it = iter(stream)
-                next(it)  # started
-                barrier.wait()
-                t0 = time.monotonic()
-                chunk = INTERNAL_RATE // 50
+            try:
+                with client.perform(width=size, fps=fps, pixel_format=pixel_format, stats_interval_ms=1000) as stream:
+                    it = iter(stream)
+                    next(it)  # started
+                    barrier.wait()
+                    t0 = time.monotonic()
+                    chunk = INTERNAL_RATE // 50
+                    offset = (k * 7919) % len(speech)  # sessions do not all say the same thing at once
 
-                def feed() -> None:
-                    pos = 0
-                    while time.monotonic() - t0 < seconds:
-                        t = time.monotonic() - t0
-                        # live speech with pauses: 6 s talking, 2 s silence
-                        target = int(t * INTERNAL_RATE)
-                        while pos < target:
-                            sl = speech[(pos % len(speech)):(pos % len(speech)) + chunk]
-                            if (pos // INTERNAL_RATE) % 8 < 6:
-                                stream.send_audio(AudioChannel.NPC, sl, INTERNAL_RATE)
-                            pos += chunk
-                        time.sleep(0.02)
-                    stream.close_send()
+                    def feed() -> None:
+                        pos = 0
+                        while time.monotonic() - t0 < seconds:
+                            t = time.monotonic() - t0
+                            # live speech with pauses: 6 s talking, 2 s silence
+                            target = int(t * INTERNAL_RATE)
+                            while pos < target:
+                                q = (pos + offset) % len(speech)
+                                if (pos // INTERNAL_RATE) % 8 < 6:
+                                    stream.send_audio(AudioChannel.NPC, speech[q:q + chunk], INTERNAL_RATE)
+                                pos += chunk
+                            time.sleep(0.02)
+                        stream.close_send()
 
-                feeder = threading.Thread(target=feed, daemon=True)
-                feeder.start()
-                for msg in it:
-                    kind = msg.WhichOneof("msg")
-                    if kind == "frame":
-                        now = time.monotonic()
-                        if now - t0 > 2.0:  # skip the start-up seconds
-                            frames += 1
-                            first = first or (now, msg.frame.index)
-                            last = (now, msg.frame.index)
-                    elif kind == "stats":
-                        stats.append(msg.stats)
-                feeder.join()
+                    feeder = threading.Thread(target=feed, daemon=True)
+                    feeder.start()
+                    for msg in it:
+                        kind = msg.WhichOneof("msg")
+                        if kind == "frame":
+                            now = time.monotonic()
+                            if now - t0 > warm:  # skip the start-up seconds
+                                frames += 1
+                                first = first or (now, msg.frame.index)
+                                last = (now, msg.frame.index)
+                        elif kind == "stats":
+                            if time.monotonic() - t0 > warm + 1.0:
+                                stats.append(msg.stats)
+                    feeder.join()
+            except Exception as exc:  # noqa: BLE001 - a refused or failed session is reported, not fatal
+                log.warning("bench session %d failed: %s", k, exc)
+                try:
+                    barrier.abort()
+                except threading.BrokenBarrierError:
+                    pass
             span = last[0] - first[0] if first and last else 1.0
+            field = lambda name: [getattr(s, name) for s in stats if getattr(s, "latency_p50_ms") > 0]  # noqa: E731
             results.append({
                 "fps": (frames - 1) / span if frames > 1 else 0.0,
                 "dropped": (last[1] - first[1] + 1 - frames) if first and last else 0,
-                "lat_p50": [s.latency_p50_ms for s in stats[2:] if s.latency_p50_ms > 0],
-                "lat_p95": [s.latency_p95_ms for s in stats[2:] if s.latency_p95_ms > 0],
-                "render_ms": [s.render_ms for s in stats[2:] if s.render_ms > 0],
+                "lat_p50": field("latency_p50_ms"), "lat_p95": field("latency_p95_ms"),
+                "lat_p99": field("latency_p99_ms"),
+                "stages": {k: [getattr(s, f"{k}_ms") for s in stats]
+                           for k in ("audio", "motion", "render", "encode", "transport")},
+                "batch": [s.render_batch_mean for s in stats],
             })
 
         threads = [threading.Thread(target=run_one, args=(k,), daemon=True) for k in range(sessions)]
         for th in threads:
             th.start()
-        barrier.wait()
-        time.sleep(2.0)
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+        time.sleep(warm)
         cpu0, w0 = _proc_cpu_seconds(sidecar.proc.pid), time.monotonic()
         rss_peak = 0.0
-        while any(th.is_alive() for th in threads) and time.monotonic() - w0 < seconds - 2.5:
+        while any(th.is_alive() for th in threads) and time.monotonic() - w0 < seconds - warm - 0.5:
             rss_peak = max(rss_peak, proc_rss_mb(sidecar.proc.pid))
             time.sleep(0.25)
         cpu1, w1 = _proc_cpu_seconds(sidecar.proc.pid), time.monotonic()
@@ -159,23 +180,137 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
             th.join(seconds + 30)
         client.close()
     finally:
-        sidecar.stop()
+        if own:
+            sidecar.stop()
     cores = (cpu1 - cpu0) / max(1e-6, w1 - w0)
-    p50 = [x for r in results for x in r["lat_p50"]]
-    p95 = [x for r in results for x in r["lat_p95"]]
+    pct = lambda key: [x for r in results for x in r[key]]  # noqa: E731
+    p50, p95, p99 = pct("lat_p50"), pct("lat_p95"), pct("lat_p99")
+    stage = {k: round(float(np.mean([x for r in results for x in r["stages"][k]] or [0.0])), 3)
+             for k in ("audio", "motion", "render", "encode", "transport")}
     return {
         "size": size, "fps_target": fps, "sessions": sessions, "seconds": seconds,
         "fps_per_session": [round(r["fps"], 2) for r in results],
         "aggregate_fps": round(sum(r["fps"] for r in results), 1),
+        "target_fps": sessions * fps,
         "frames_dropped": sum(r["dropped"] for r in results),
         "server_cpu_cores": round(cores, 3),
         "latency_ms_p50": round(float(np.median(p50)), 1) if p50 else None,
-        "latency_ms_p95": round(float(np.max(p95)), 1) if p95 else None,
-        "server_render_ms": round(float(np.mean([x for r in results for x in r["render_ms"]] or [0])), 2),
+        "latency_ms_p95": round(float(np.median(p95)), 1) if p95 else None,
+        "latency_ms_p95_worst": round(float(np.max(p95)), 1) if p95 else None,
+        "latency_ms_p99": round(float(np.median(p99)), 1) if p99 else None,
+        "server_ms_per_frame": stage,
+        "render_batch_mean": round(float(np.mean([x for r in results for x in r["batch"]] or [0.0])), 2),
         "server_rss_mb_idle": round(rss_idle, 1),
         "server_rss_mb_peak": round(rss_peak, 1),
         "rss_mb_per_session": round((rss_peak - rss_idle) / sessions, 1),
+        "gpu_mb_per_session": None,
     }
+
+
+def _machine() -> dict:
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def bare_renderer_fps(size: int, batch: int, threads: int, cache_dir: Path | None) -> float | None:
+    """Frames/s of the renderer alone (same kernels, no server), scaled to `threads` workers."""
+    try:
+        from .render.throughput import bare_render_throughput
+    except ImportError:
+        return None
+    r = bare_render_throughput(size=size, batch=batch, seconds=3.0)
+    return float(r["frames_per_s"]) * threads
+
+
+def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps: int = 30,
+                json_path: Path | None = None, plot_path: Path | None = None,
+                cache_dir: Path | None = None, render_threads: int = 2) -> dict:
+    """The scaling table: aggregate fps, latency and memory for each (size, N) on one sidecar."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    speech = _speech16k()
+    machine = _machine()
+    print(f"lpm-npc bench (scaling): {machine['processor']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
+          f"gpu {machine['gpu']}", flush=True)
+    rows = []
+    bare = {}
+    for size in sizes:
+        bare[size] = bare_renderer_fps(size, 8, render_threads, cache_dir)
+    sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(session_counts)), "--no-admission",
+                                                         "--render-threads", str(render_threads)])
+    try:
+        sidecar.wait_ready()
+        for size in sizes:
+            for n in session_counts:
+                rt = bench_realtime(size, seconds, n, speech, fps=fps, sidecar=sidecar)
+                rt["bare_renderer_fps"] = round(bare[size], 1) if bare[size] else None
+                rt["share_of_bare"] = round(rt["aggregate_fps"] / bare[size], 3) if bare[size] else None
+                rows.append(rt)
+                st = rt["server_ms_per_frame"]
+                print(f"  {size}x{size} N={n:3d}: {rt['aggregate_fps']:7.1f} fps of {rt['target_fps']:5d} "
+                      f"| lat p50/p95/p99 {rt['latency_ms_p50']}/{rt['latency_ms_p95']}/{rt['latency_ms_p99']} ms "
+                      f"| batch {rt['render_batch_mean']:.1f} | cpu {rt['server_cpu_cores']:.2f} "
+                      f"| {rt['rss_mb_per_session']} MB/session "
+                      f"| ms/frame audio {st['audio']:.2f} motion {st['motion']:.2f} render {st['render']:.2f} "
+                      f"encode {st['encode']:.2f} transport {st['transport']:.2f}"
+                      + (f" | {rt['share_of_bare'] * 100:.0f}% of bare" if rt["share_of_bare"] else ""),
+                      flush=True)
+    finally:
+        sidecar.stop()
+    report = {**machine, "kind": "scaling", "fps": fps, "render_threads": render_threads, "rows": rows,
+              "bare_renderer_fps": bare}
+    print_scaling_table(report)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2))
+        print(f"wrote {json_path}")
+    if plot_path:
+        plot_scaling(report, Path(plot_path))
+        print(f"wrote {plot_path}")
+    return report
+
+
+def print_scaling_table(report: dict) -> None:
+    print(f"\n| size | NPCs | frames/s (target) | p50 / p95 / p99 latency ms | mean batch | server cores | MB/session | share of bare renderer |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in report["rows"]:
+        share = f"{r['share_of_bare'] * 100:.0f}%" if r.get("share_of_bare") else "-"
+        print(f"| {r['size']} | {r['sessions']} | {r['aggregate_fps']} ({r['target_fps']}) | "
+              f"{r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['render_batch_mean']} | "
+              f"{r['server_cpu_cores']} | {r['rss_mb_per_session']} | {share} |")
+
+
+def plot_scaling(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for size in sorted({r["size"] for r in report["rows"]}):
+        rows = [r for r in report["rows"] if r["size"] == size]
+        n = [r["sessions"] for r in rows]
+        ax1.plot(n, [r["aggregate_fps"] for r in rows], "o-", label=f"{size}² achieved")
+        ax1.plot(n, [r["target_fps"] for r in rows], ":", color=ax1.lines[-1].get_color(), alpha=0.5)
+        ax2.plot(n, [r["latency_ms_p95"] or 0 for r in rows], "o-", label=f"{size}² p95")
+        ax2.plot(n, [r["latency_ms_p50"] or 0 for r in rows], "x--", color=ax2.lines[-1].get_color(),
+                 label=f"{size}² p50")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NPC sessions")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax1.set_ylabel("frames/s delivered (dotted: 30 fps x N)")
+    ax2.set_ylabel("audio -> frame latency, ms")
+    ax2.set_yscale("log")
+    fig.suptitle(f"lpm-npc scaling — {report['processor']}, {report['cpu_count']} cores, "
+                 f"gpu {report['gpu']}, {report['date'][:10]}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: int = 30,
@@ -192,15 +327,18 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
           f"({stages['max_fps_one_thread'] / fps:.1f}x the {fps} fps real-time rate)")
     rt = bench_realtime(size, seconds, sessions, speech, fps=fps, cache_dir=cache_dir)
     print(f"\nReal time over loopback gRPC: {sessions} session(s), {size}x{size} RGBA @ {fps} fps, {seconds:.0f} s of live speech")
-    print(f"  received fps        {rt['fps_per_session']} (aggregate {rt['aggregate_fps']})")
+    print(f"  received fps        {rt['fps_per_session']} (aggregate {rt['aggregate_fps']} of {rt['target_fps']})")
     print(f"  frames dropped      {rt['frames_dropped']}")
     print(f"  server CPU          {rt['server_cpu_cores']:.2f} cores of {os.cpu_count()}  (bar: <= 1 core for one NPC)")
-    print(f"  latency audio->frame p50 {rt['latency_ms_p50']} ms, p95 {rt['latency_ms_p95']} ms (bar: p95 <= 100 ms + lookahead 80 ms)")
-    print(f"  server render+encode {rt['server_render_ms']} ms/frame")
+    print(f"  latency audio->frame p50 {rt['latency_ms_p50']} ms, p95 {rt['latency_ms_p95']} ms "
+          f"(worst session {rt['latency_ms_p95_worst']}), p99 {rt['latency_ms_p99']} ms "
+          f"(bar: p95 <= 100 ms + lookahead 80 ms)")
+    st = rt["server_ms_per_frame"]
+    print(f"  server ms/frame     audio {st['audio']}, motion {st['motion']}, render {st['render']} "
+          f"(batch of {rt['render_batch_mean']}), encode {st['encode']}, transport {st['transport']}")
     print(f"  server memory       {rt['server_rss_mb_idle']} MB idle, {rt['server_rss_mb_peak']} MB peak, "
           f"{rt['rss_mb_per_session']} MB per session")
-    report = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
-              "cpu_count": os.cpu_count(), "torch": torch.__version__, "stages": stages, "realtime": rt}
+    report = {**_machine(), "stages": stages, "realtime": rt}
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2))

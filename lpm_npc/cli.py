@@ -24,7 +24,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-                          device=args.device, render_threads=args.render_threads)
+                          device=args.device, render_threads=args.render_threads,
+                          admission=not args.no_admission,
+                          frame_cost_fixed_ms=args.frame_cost[0] if args.frame_cost else 0.0,
+                          frame_cost_per_mpx_ms=args.frame_cost[1] if args.frame_cost else 0.0)
     try:
         asyncio.run(serve_forever(config))
     except OSError as exc:
@@ -59,10 +62,25 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma-separated list of numbers, got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
 
-    run_bench(size=args.size, seconds=args.seconds, sessions=args.sessions, fps=args.fps,
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench, run_scaling
+
+    if len(args.sessions) > 1 or len(args.size) > 1 or args.plot:
+        run_scaling(args.size, args.sessions, args.seconds, fps=args.fps,
+                    json_path=Path(args.json) if args.json else None,
+                    plot_path=Path(args.plot) if args.plot else None, render_threads=args.render_threads)
+        return 0
+    run_bench(size=args.size[0], seconds=args.seconds, sessions=args.sessions[0], fps=args.fps,
               json_path=Path(args.json) if args.json else None)
     return 0
 
@@ -72,6 +90,22 @@ def _soak(args: argparse.Namespace) -> int:
 
     run_soak(minutes=args.minutes, size=args.size)
     return 0
+
+
+def _talk(args: argparse.Namespace) -> int:
+    from .talk import run_talk
+
+    return run_talk(talk_options(args)).exit_code
+
+
+def talk_options(args: argparse.Namespace):
+    from .talk import TalkOptions
+
+    return TalkOptions(portrait=Path(args.portrait) if args.portrait else None, server=args.server, size=args.size,
+                       fps=args.fps, voice=args.voice, mic=not args.no_mic,
+                       mic_file=Path(args.mic_file) if args.mic_file else None, speaker=not args.no_speaker,
+                       window=not args.no_window, record=Path(args.record) if args.record else None,
+                       seconds=args.seconds, script=Path(args.script) if args.script else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-sessions", type=int, default=16)
     s.add_argument("--cache-dir", default=None, help="rig cache (default $LPM_NPC_CACHE or ~/.cache/lpm-npc)")
     s.add_argument("--device", default="cpu", help="torch device for rendering: cpu or cuda")
-    s.add_argument("--render-threads", type=int, default=2)
+    s.add_argument("--render-threads", type=int, default=2,
+                   help="threads making frames; a tick's batch is shared between them")
+    s.add_argument("--no-admission", action="store_true",
+                   help="accept sessions beyond the measured render capacity (they will run late)")
+    s.add_argument("--frame-cost", type=float, nargs=2, metavar=("FIXED_MS", "MS_PER_MPX"), default=None,
+                   help="cost of one frame for admission control instead of measuring it at start-up")
     s.set_defaults(func=_serve)
 
     d = sub.add_parser("demo", help="start the sidecar and play a scripted conversation through it")
@@ -106,9 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_render)
 
     b = sub.add_parser("bench", help="print per-stage cost, real-time fps, CPU and latency")
-    b.add_argument("--size", type=int, default=512)
+    b.add_argument("--size", type=_int_list, default=[512],
+                   help="frame side; a list (256,512) runs the scaling sweep")
     b.add_argument("--seconds", type=float, default=20.0)
-    b.add_argument("--sessions", type=int, default=1)
+    b.add_argument("--sessions", type=_int_list, default=[1],
+                   help="NPC sessions; a list (1,2,4,8,16,32,64) runs the scaling sweep")
+    b.add_argument("--plot", default=None, help="scaling sweep: write a PNG plot here")
+    b.add_argument("--render-threads", type=int, default=2, help="scaling sweep: the server's render threads")
     b.add_argument("--fps", type=int, default=30)
     b.add_argument("--json", default=None)
     b.set_defaults(func=_bench)
@@ -117,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--minutes", type=float, default=10.0)
     k.add_argument("--size", type=int, default=96)
     k.set_defaults(func=_soak)
+
+    t = sub.add_parser("talk", help="talk to an NPC from the desktop: mic in, typed lines and tags, live window")
+    t.add_argument("--portrait", default=None, help="image file (default: the built-in character)")
+    t.add_argument("--server", default=None, help="host:port of a running sidecar (default: start one)")
+    t.add_argument("--size", type=int, default=512)
+    t.add_argument("--fps", type=int, default=30)
+    t.add_argument("--voice", default=None, help="eSpeak NG voice for 'say' (default en-us+m3)")
+    t.add_argument("--no-mic", action="store_true", help="no microphone: typed lines only")
+    t.add_argument("--mic-file", default=None, help="a WAV played as the player's microphone (no sound card)")
+    t.add_argument("--no-speaker", action="store_true", help="do not play NPC audio (silent clock)")
+    t.add_argument("--no-window", action="store_true", help="no window: print a status line each second")
+    t.add_argument("--record", default=None, help="also write the session to this MP4 (voices muxed)")
+    t.add_argument("--seconds", type=float, default=None, help="quit after this many seconds")
+    t.add_argument("--script", default=None, help="read the commands from this file instead of the prompt")
+    t.set_defaults(func=_talk)
     return p
 
 

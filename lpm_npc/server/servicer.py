@@ -110,6 +110,8 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                 for message in item:
                     if isinstance(message, pb.ServerMessage):
                         await context.write(message)
+                    elif isinstance(message, tuple):  # ("made", monotonic time the frame was made)
+                        stream.stats.transport((time.monotonic() - message[1]) * 1000.0)
                     elif isinstance(message, list):  # the NPC audio chunks this frame is first to show
                         # Latency counts from when the chunk could first be shown: its arrival, or
                         # its own time on the session clock if the game sent it ahead of time.
@@ -252,8 +254,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                     log.debug("session %s: %.0f ms behind the clock, skipped %d frames",
                               session.session_id, (now - due) * 1000.0, skipped)
                 frame = await self.runtime.scheduler.render(session)
-                stream.stats.rendered((frame.times.render + frame.times.encode + frame.times.motion) * 1000.0,
-                                      frame.batch_size)
+                stream.stats.rendered(frame.times, frame.batch_size)
                 stream.last_pts_us = frame.pts_us
                 out.put_frame(*self._frame_messages(session, frame))
                 for ev in frame.events:
@@ -280,7 +281,8 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             frames_dropped=stream.out.dropped + stream.session.frames_skipped,
             queue_depth=stream.out.frames_waiting, latency_p50_ms=s["latency_p50_ms"],
             latency_p95_ms=s["latency_p95_ms"], latency_p99_ms=s["latency_p99_ms"], render_ms=s["render_ms"],
-            render_batch_mean=s["batch_mean"], pts_us=stream.last_pts_us)))
+            render_batch_mean=s["batch_mean"], audio_ms=s["audio_ms"], motion_ms=s["motion_ms"],
+            encode_ms=s["encode_ms"], transport_ms=s["transport_ms"], pts_us=stream.last_pts_us)))
 
     @staticmethod
     def _frame_messages(session: PerformSession, frame) -> list:
@@ -297,6 +299,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                 head_roll_deg=m["head_roll"], gaze_x=m["gaze_x"], gaze_y=m["gaze_y"])))
         if frame.shows_chunks:
             messages.append(frame.shows_chunks)
+        messages.append(("made", time.monotonic()))
         return messages
 
     # -- characters and info -------------------------------------------------------------------

@@ -14,8 +14,10 @@ class StreamStats:
     def __init__(self, window: int = 256):
         self.frames_sent = 0
         self.latencies_ms: deque[float] = deque(maxlen=window)
-        self.render_ms: deque[float] = deque(maxlen=window)
+        self.render_ms: deque[float] = deque(maxlen=window)   # motion + render + encode
         self.batch: deque[int] = deque(maxlen=window)
+        self.stage_ms: dict[str, deque[float]] = {k: deque(maxlen=window)
+                                                  for k in ("audio", "motion", "render", "encode", "transport")}
         self._interval_start = time.monotonic()
         self._interval_frames = 0
 
@@ -26,9 +28,15 @@ class StreamStats:
     def latency(self, ms: float) -> None:
         self.latencies_ms.append(ms)
 
-    def rendered(self, ms: float, batch_size: int = 1) -> None:
-        self.render_ms.append(ms)
+    def rendered(self, times, batch_size: int = 1) -> None:
+        """Record a frame's StageTimes (seconds) and how many frames its render call made."""
+        self.render_ms.append((times.motion + times.render + times.encode) * 1000.0)
+        for k in ("audio", "motion", "render", "encode"):
+            self.stage_ms[k].append(getattr(times, k) * 1000.0)
         self.batch.append(batch_size)
+
+    def transport(self, ms: float) -> None:
+        self.stage_ms["transport"].append(ms)
 
     def take_interval(self) -> dict:
         now = time.monotonic()
@@ -43,5 +51,6 @@ class StreamStats:
             "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else 0.0,
             "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else 0.0,
             "batch_mean": float(np.mean(self.batch)) if self.batch else 0.0,
+            **{f"{k}_ms": float(np.mean(v)) if v else 0.0 for k, v in self.stage_ms.items()},
             "render_ms": float(np.mean(self.render_ms)) if self.render_ms else 0.0,
         }

@@ -282,7 +282,7 @@ class Event(_message.Message):
     def __init__(self, type: _Optional[_Union[Event.Type, str]] = ..., pts_us: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("fps", "frames_sent", "frames_dropped", "queue_depth", "latency_p50_ms", "latency_p95_ms", "render_ms", "pts_us", "latency_p99_ms", "render_batch_mean")
+    __slots__ = ("fps", "frames_sent", "frames_dropped", "queue_depth", "latency_p50_ms", "latency_p95_ms", "render_ms", "pts_us", "latency_p99_ms", "render_batch_mean", "audio_ms", "motion_ms", "encode_ms", "transport_ms")
     FPS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_SENT_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DROPPED_FIELD_NUMBER: _ClassVar[int]
@@ -293,6 +293,10 @@ class Stats(_message.Message):
     PTS_US_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
     RENDER_BATCH_MEAN_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_MS_FIELD_NUMBER: _ClassVar[int]
+    MOTION_MS_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_MS_FIELD_NUMBER: _ClassVar[int]
     fps: float
     frames_sent: int
     frames_dropped: int
@@ -303,7 +307,11 @@ class Stats(_message.Message):
     pts_us: int
     latency_p99_ms: float
     render_batch_mean: float
-    def __init__(self, fps: _Optional[float] = ..., frames_sent: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., queue_depth: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., render_ms: _Optional[float] = ..., pts_us: _Optional[int] = ..., latency_p99_ms: _Optional[float] = ..., render_batch_mean: _Optional[float] = ...) -> None: ...
+    audio_ms: float
+    motion_ms: float
+    encode_ms: float
+    transport_ms: float
+    def __init__(self, fps: _Optional[float] = ..., frames_sent: _Optional[int] = ..., frames_dropped: _Optional[int] = ..., queue_depth: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., render_ms: _Optional[float] = ..., pts_us: _Optional[int] = ..., latency_p99_ms: _Optional[float] = ..., render_batch_mean: _Optional[float] = ..., audio_ms: _Optional[float] = ..., motion_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., transport_ms: _Optional[float] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "fatal")

@@ -74,67 +74,69 @@ namespace LpmNpc.V1 {
             "TEFURRAHEg8KC1RZUEVfUEFVU0VEEAgSEAoMVFlQRV9SRVNVTUVEEAkSFwoT",
             "VFlQRV9PVVRQVVRfQ0hBTkdFRBAKEhgKFFRZUEVfU0VSVkVSX0RSQUlOSU5H",
             "EAsSGQoVVFlQRV9USElOS0lOR19TVEFSVEVEEAwSGgoWVFlQRV9ESVJFQ1RJ",
-            "T05fQVBQTElFRBANEhgKFFRZUEVfUExBWUVSX1JFQUNUSU9OEA4i3AEKBVN0",
+            "T05fQVBQTElFRBANEhgKFFRZUEVfUExBWUVSX1JFQUNUSU9OEA4iqgIKBVN0",
             "YXRzEgsKA2ZwcxgBIAEoAhITCgtmcmFtZXNfc2VudBgCIAEoBBIWCg5mcmFt",
             "ZXNfZHJvcHBlZBgDIAEoBBITCgtxdWV1ZV9kZXB0aBgEIAEoDRIWCg5sYXRl",
             "bmN5X3A1MF9tcxgFIAEoAhIWCg5sYXRlbmN5X3A5NV9tcxgGIAEoAhIRCgly",
             "ZW5kZXJfbXMYByABKAISDgoGcHRzX3VzGAggASgDEhYKDmxhdGVuY3lfcDk5",
-            "X21zGAkgASgCEhkKEXJlbmRlcl9iYXRjaF9tZWFuGAogASgCIjUKBUVycm9y",
-            "EgwKBGNvZGUYASABKA0SDwoHbWVzc2FnZRgCIAEoCRINCgVmYXRhbBgDIAEo",
-            "CCJCCg5EaXJlY3Rpb25NYXRjaBIMCgRuYW1lGAEgASgJEhIKCmNvbmZpZGVu",
-            "Y2UYAiABKAISDgoGd2VpZ2h0GAMgASgCInEKD0RpcmVjdGlvblJlc3VsdBIM",
-            "CgR0ZXh0GAEgASgJEisKB21hdGNoZXMYAiADKAsyGi5scG1fbnBjLnYxLkRp",
-            "cmVjdGlvbk1hdGNoEg4KBnB0c191cxgDIAEoAxITCgtkdXJhdGlvbl9tcxgE",
-            "IAEoDSKxAgoNU2VydmVyTWVzc2FnZRItCgdzdGFydGVkGAEgASgLMhoubHBt",
-            "X25wYy52MS5TZXNzaW9uU3RhcnRlZEgAEicKBWZyYW1lGAIgASgLMhYubHBt",
-            "X25wYy52MS5WaWRlb0ZyYW1lSAASIwoDcmlnGAMgASgLMhQubHBtX25wYy52",
-            "MS5SaWdGcmFtZUgAEiIKBWV2ZW50GAQgASgLMhEubHBtX25wYy52MS5FdmVu",
-            "dEgAEiIKBXN0YXRzGAUgASgLMhEubHBtX25wYy52MS5TdGF0c0gAEiIKBWVy",
-            "cm9yGAYgASgLMhEubHBtX25wYy52MS5FcnJvckgAEjAKCWRpcmVjdGlvbhgH",
-            "IAEoCzIbLmxwbV9ucGMudjEuRGlyZWN0aW9uUmVzdWx0SABCBQoDbXNnIlwK",
-            "GFJlZ2lzdGVyQ2hhcmFjdGVyUmVxdWVzdBIQCghwb3J0cmFpdBgBIAEoDBIY",
-            "ChBleHRyYV9yZWZlcmVuY2VzGAIgAygMEhQKDGRpc3BsYXlfbmFtZRgDIAEo",
-            "CSKwAQoNQ2hhcmFjdGVySW5mbxIUCgxjaGFyYWN0ZXJfaWQYASABKAkSFAoM",
-            "ZGlzcGxheV9uYW1lGAIgASgJEg0KBXdpZHRoGAMgASgNEg4KBmhlaWdodBgE",
-            "IAEoDRIWCg5udW1fcmVmZXJlbmNlcxgFIAEoDRISCgpmYWNlX3Njb3JlGAYg",
-            "ASgCEg8KB2J1aWx0aW4YByABKAgSFwoPcmVmZXJlbmNlc191c2VkGAggAygJ",
-            "IlkKGVJlZ2lzdGVyQ2hhcmFjdGVyUmVzcG9uc2USLAoJY2hhcmFjdGVyGAEg",
-            "ASgLMhkubHBtX25wYy52MS5DaGFyYWN0ZXJJbmZvEg4KBmNhY2hlZBgCIAEo",
-            "CCIXChVMaXN0Q2hhcmFjdGVyc1JlcXVlc3QiRwoWTGlzdENoYXJhY3RlcnNS",
-            "ZXNwb25zZRItCgpjaGFyYWN0ZXJzGAEgAygLMhkubHBtX25wYy52MS5DaGFy",
-            "YWN0ZXJJbmZvIi4KFkRlbGV0ZUNoYXJhY3RlclJlcXVlc3QSFAoMY2hhcmFj",
-            "dGVyX2lkGAEgASgJIioKF0RlbGV0ZUNoYXJhY3RlclJlc3BvbnNlEg8KB2Rl",
-            "bGV0ZWQYASABKAgiFgoUR2V0U2VydmVySW5mb1JlcXVlc3QijgIKClNlcnZl",
-            "ckluZm8SDwoHdmVyc2lvbhgBIAEoCRIQCghiYWNrZW5kcxgCIAMoCRIWCg5h",
-            "Y3RpdmVfYmFja2VuZBgDIAEoCRIUCgxtYXhfc2Vzc2lvbnMYBCABKA0SFwoP",
-            "YWN0aXZlX3Nlc3Npb25zGAUgASgNEhEKCW1heF93aWR0aBgGIAEoDRISCgpt",
-            "YXhfaGVpZ2h0GAcgASgNEhUKDXN1cHBvcnRlZF9mcHMYCCADKA0SGQoRbWF4",
-            "X21lc3NhZ2VfYnl0ZXMYCSABKA0SHQoVY2FwYWNpdHlfcGl4ZWxzX3Blcl9z",
-            "GAogASgEEh4KFmNvbW1pdHRlZF9waXhlbHNfcGVyX3MYCyABKAQqcgoLUGl4",
-            "ZWxGb3JtYXQSHAoYUElYRUxfRk9STUFUX1VOU1BFQ0lGSUVEEAASFgoSUElY",
-            "RUxfRk9STUFUX1JHQkE4EAESFgoSUElYRUxfRk9STUFUX0JHUkE4EAISFQoR",
-            "UElYRUxfRk9STUFUX0pQRUcQAypeCgxBdWRpb0NoYW5uZWwSHQoZQVVESU9f",
-            "Q0hBTk5FTF9VTlNQRUNJRklFRBAAEhgKFEFVRElPX0NIQU5ORUxfUExBWUVS",
-            "EAESFQoRQVVESU9fQ0hBTk5FTF9OUEMQAiprCgVQaGFzZRIVChFQSEFTRV9V",
-            "TlNQRUNJRklFRBAAEg4KClBIQVNFX0lETEUQARITCg9QSEFTRV9MSVNURU5J",
-            "TkcQAhISCg5QSEFTRV9USElOS0lORxADEhIKDlBIQVNFX1NQRUFLSU5HEAQq",
-            "VgoJUmlnRm9ybWF0EhoKFlJJR19GT1JNQVRfVU5TUEVDSUZJRUQQABIWChJS",
-            "SUdfRk9STUFUX0FSS0lUNTIQARIVChFSSUdfRk9STUFUX05BVElWRRACKrAB",
-            "CgdFbW90aW9uEhcKE0VNT1RJT05fVU5TUEVDSUZJRUQQABITCg9FTU9USU9O",
-            "X05FVVRSQUwQARIRCg1FTU9USU9OX0hBUFBZEAISDwoLRU1PVElPTl9TQUQQ",
-            "AxIRCg1FTU9USU9OX0FOR1JZEAQSFQoRRU1PVElPTl9TVVJQUklTRUQQBRIS",
-            "Cg5FTU9USU9OX0FGUkFJRBAGEhUKEUVNT1RJT05fRElTR1VTVEVEEAcyswMK",
-            "Ck5wY1NlcnZpY2USQwoHUGVyZm9ybRIZLmxwbV9ucGMudjEuQ2xpZW50TWVz",
-            "c2FnZRoZLmxwbV9ucGMudjEuU2VydmVyTWVzc2FnZSgBMAESYAoRUmVnaXN0",
-            "ZXJDaGFyYWN0ZXISJC5scG1fbnBjLnYxLlJlZ2lzdGVyQ2hhcmFjdGVyUmVx",
-            "dWVzdBolLmxwbV9ucGMudjEuUmVnaXN0ZXJDaGFyYWN0ZXJSZXNwb25zZRJX",
-            "Cg5MaXN0Q2hhcmFjdGVycxIhLmxwbV9ucGMudjEuTGlzdENoYXJhY3RlcnNS",
-            "ZXF1ZXN0GiIubHBtX25wYy52MS5MaXN0Q2hhcmFjdGVyc1Jlc3BvbnNlEloK",
-            "D0RlbGV0ZUNoYXJhY3RlchIiLmxwbV9ucGMudjEuRGVsZXRlQ2hhcmFjdGVy",
-            "UmVxdWVzdBojLmxwbV9ucGMudjEuRGVsZXRlQ2hhcmFjdGVyUmVzcG9uc2US",
-            "SQoNR2V0U2VydmVySW5mbxIgLmxwbV9ucGMudjEuR2V0U2VydmVySW5mb1Jl",
-            "cXVlc3QaFi5scG1fbnBjLnYxLlNlcnZlckluZm9CLwoMYWkubHBtbnBjLnYx",
-            "WhNscG1fbnBjL3YxO2xwbW5wY3YxqgIJTHBtTnBjLlYxYgZwcm90bzM="));
+            "X21zGAkgASgCEhkKEXJlbmRlcl9iYXRjaF9tZWFuGAogASgCEhAKCGF1ZGlv",
+            "X21zGAsgASgCEhEKCW1vdGlvbl9tcxgMIAEoAhIRCgllbmNvZGVfbXMYDSAB",
+            "KAISFAoMdHJhbnNwb3J0X21zGA4gASgCIjUKBUVycm9yEgwKBGNvZGUYASAB",
+            "KA0SDwoHbWVzc2FnZRgCIAEoCRINCgVmYXRhbBgDIAEoCCJCCg5EaXJlY3Rp",
+            "b25NYXRjaBIMCgRuYW1lGAEgASgJEhIKCmNvbmZpZGVuY2UYAiABKAISDgoG",
+            "d2VpZ2h0GAMgASgCInEKD0RpcmVjdGlvblJlc3VsdBIMCgR0ZXh0GAEgASgJ",
+            "EisKB21hdGNoZXMYAiADKAsyGi5scG1fbnBjLnYxLkRpcmVjdGlvbk1hdGNo",
+            "Eg4KBnB0c191cxgDIAEoAxITCgtkdXJhdGlvbl9tcxgEIAEoDSKxAgoNU2Vy",
+            "dmVyTWVzc2FnZRItCgdzdGFydGVkGAEgASgLMhoubHBtX25wYy52MS5TZXNz",
+            "aW9uU3RhcnRlZEgAEicKBWZyYW1lGAIgASgLMhYubHBtX25wYy52MS5WaWRl",
+            "b0ZyYW1lSAASIwoDcmlnGAMgASgLMhQubHBtX25wYy52MS5SaWdGcmFtZUgA",
+            "EiIKBWV2ZW50GAQgASgLMhEubHBtX25wYy52MS5FdmVudEgAEiIKBXN0YXRz",
+            "GAUgASgLMhEubHBtX25wYy52MS5TdGF0c0gAEiIKBWVycm9yGAYgASgLMhEu",
+            "bHBtX25wYy52MS5FcnJvckgAEjAKCWRpcmVjdGlvbhgHIAEoCzIbLmxwbV9u",
+            "cGMudjEuRGlyZWN0aW9uUmVzdWx0SABCBQoDbXNnIlwKGFJlZ2lzdGVyQ2hh",
+            "cmFjdGVyUmVxdWVzdBIQCghwb3J0cmFpdBgBIAEoDBIYChBleHRyYV9yZWZl",
+            "cmVuY2VzGAIgAygMEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSKwAQoNQ2hhcmFj",
+            "dGVySW5mbxIUCgxjaGFyYWN0ZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1l",
+            "GAIgASgJEg0KBXdpZHRoGAMgASgNEg4KBmhlaWdodBgEIAEoDRIWCg5udW1f",
+            "cmVmZXJlbmNlcxgFIAEoDRISCgpmYWNlX3Njb3JlGAYgASgCEg8KB2J1aWx0",
+            "aW4YByABKAgSFwoPcmVmZXJlbmNlc191c2VkGAggAygJIlkKGVJlZ2lzdGVy",
+            "Q2hhcmFjdGVyUmVzcG9uc2USLAoJY2hhcmFjdGVyGAEgASgLMhkubHBtX25w",
+            "Yy52MS5DaGFyYWN0ZXJJbmZvEg4KBmNhY2hlZBgCIAEoCCIXChVMaXN0Q2hh",
+            "cmFjdGVyc1JlcXVlc3QiRwoWTGlzdENoYXJhY3RlcnNSZXNwb25zZRItCgpj",
+            "aGFyYWN0ZXJzGAEgAygLMhkubHBtX25wYy52MS5DaGFyYWN0ZXJJbmZvIi4K",
+            "FkRlbGV0ZUNoYXJhY3RlclJlcXVlc3QSFAoMY2hhcmFjdGVyX2lkGAEgASgJ",
+            "IioKF0RlbGV0ZUNoYXJhY3RlclJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgi",
+            "FgoUR2V0U2VydmVySW5mb1JlcXVlc3QijgIKClNlcnZlckluZm8SDwoHdmVy",
+            "c2lvbhgBIAEoCRIQCghiYWNrZW5kcxgCIAMoCRIWCg5hY3RpdmVfYmFja2Vu",
+            "ZBgDIAEoCRIUCgxtYXhfc2Vzc2lvbnMYBCABKA0SFwoPYWN0aXZlX3Nlc3Np",
+            "b25zGAUgASgNEhEKCW1heF93aWR0aBgGIAEoDRISCgptYXhfaGVpZ2h0GAcg",
+            "ASgNEhUKDXN1cHBvcnRlZF9mcHMYCCADKA0SGQoRbWF4X21lc3NhZ2VfYnl0",
+            "ZXMYCSABKA0SHQoVY2FwYWNpdHlfcGl4ZWxzX3Blcl9zGAogASgEEh4KFmNv",
+            "bW1pdHRlZF9waXhlbHNfcGVyX3MYCyABKAQqcgoLUGl4ZWxGb3JtYXQSHAoY",
+            "UElYRUxfRk9STUFUX1VOU1BFQ0lGSUVEEAASFgoSUElYRUxfRk9STUFUX1JH",
+            "QkE4EAESFgoSUElYRUxfRk9STUFUX0JHUkE4EAISFQoRUElYRUxfRk9STUFU",
+            "X0pQRUcQAypeCgxBdWRpb0NoYW5uZWwSHQoZQVVESU9fQ0hBTk5FTF9VTlNQ",
+            "RUNJRklFRBAAEhgKFEFVRElPX0NIQU5ORUxfUExBWUVSEAESFQoRQVVESU9f",
+            "Q0hBTk5FTF9OUEMQAiprCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAA",
+            "Eg4KClBIQVNFX0lETEUQARITCg9QSEFTRV9MSVNURU5JTkcQAhISCg5QSEFT",
+            "RV9USElOS0lORxADEhIKDlBIQVNFX1NQRUFLSU5HEAQqVgoJUmlnRm9ybWF0",
+            "EhoKFlJJR19GT1JNQVRfVU5TUEVDSUZJRUQQABIWChJSSUdfRk9STUFUX0FS",
+            "S0lUNTIQARIVChFSSUdfRk9STUFUX05BVElWRRACKrABCgdFbW90aW9uEhcK",
+            "E0VNT1RJT05fVU5TUEVDSUZJRUQQABITCg9FTU9USU9OX05FVVRSQUwQARIR",
+            "Cg1FTU9USU9OX0hBUFBZEAISDwoLRU1PVElPTl9TQUQQAxIRCg1FTU9USU9O",
+            "X0FOR1JZEAQSFQoRRU1PVElPTl9TVVJQUklTRUQQBRISCg5FTU9USU9OX0FG",
+            "UkFJRBAGEhUKEUVNT1RJT05fRElTR1VTVEVEEAcyswMKCk5wY1NlcnZpY2US",
+            "QwoHUGVyZm9ybRIZLmxwbV9ucGMudjEuQ2xpZW50TWVzc2FnZRoZLmxwbV9u",
+            "cGMudjEuU2VydmVyTWVzc2FnZSgBMAESYAoRUmVnaXN0ZXJDaGFyYWN0ZXIS",
+            "JC5scG1fbnBjLnYxLlJlZ2lzdGVyQ2hhcmFjdGVyUmVxdWVzdBolLmxwbV9u",
+            "cGMudjEuUmVnaXN0ZXJDaGFyYWN0ZXJSZXNwb25zZRJXCg5MaXN0Q2hhcmFj",
+            "dGVycxIhLmxwbV9ucGMudjEuTGlzdENoYXJhY3RlcnNSZXF1ZXN0GiIubHBt",
+            "X25wYy52MS5MaXN0Q2hhcmFjdGVyc1Jlc3BvbnNlEloKD0RlbGV0ZUNoYXJh",
+            "Y3RlchIiLmxwbV9ucGMudjEuRGVsZXRlQ2hhcmFjdGVyUmVxdWVzdBojLmxw",
+            "bV9ucGMudjEuRGVsZXRlQ2hhcmFjdGVyUmVzcG9uc2USSQoNR2V0U2VydmVy",
+            "SW5mbxIgLmxwbV9ucGMudjEuR2V0U2VydmVySW5mb1JlcXVlc3QaFi5scG1f",
+            "bnBjLnYxLlNlcnZlckluZm9CLwoMYWkubHBtbnBjLnYxWhNscG1fbnBjL3Yx",
+            "O2xwbW5wY3YxqgIJTHBtTnBjLlYxYgZwcm90bzM="));
       descriptor = pbr::FileDescriptor.FromGeneratedCode(descriptorData,
           new pbr::FileDescriptor[] { },
           new pbr::GeneratedClrTypeInfo(new[] {typeof(global::LpmNpc.V1.PixelFormat), typeof(global::LpmNpc.V1.AudioChannel), typeof(global::LpmNpc.V1.Phase), typeof(global::LpmNpc.V1.RigFormat), typeof(global::LpmNpc.V1.Emotion), }, null, new pbr::GeneratedClrTypeInfo[] {
@@ -147,7 +149,7 @@ namespace LpmNpc.V1 {
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.VideoFrame), global::LpmNpc.V1.VideoFrame.Parser, new[]{ "Index", "PtsUs", "PtsSamples", "Width", "Height", "Stride", "Format", "FlipY", "Data" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.RigFrame), global::LpmNpc.V1.RigFrame.Parser, new[]{ "Index", "PtsUs", "Weights", "HeadYawDeg", "HeadPitchDeg", "HeadRollDeg", "GazeX", "GazeY", "PtsSamples", "GazeYawDeg", "GazePitchDeg" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.Event), global::LpmNpc.V1.Event.Parser, new[]{ "Type", "PtsUs", "Detail" }, null, new[]{ typeof(global::LpmNpc.V1.Event.Types.Type) }, null, null),
-            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.Stats), global::LpmNpc.V1.Stats.Parser, new[]{ "Fps", "FramesSent", "FramesDropped", "QueueDepth", "LatencyP50Ms", "LatencyP95Ms", "RenderMs", "PtsUs", "LatencyP99Ms", "RenderBatchMean" }, null, null, null, null),
+            new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.Stats), global::LpmNpc.V1.Stats.Parser, new[]{ "Fps", "FramesSent", "FramesDropped", "QueueDepth", "LatencyP50Ms", "LatencyP95Ms", "RenderMs", "PtsUs", "LatencyP99Ms", "RenderBatchMean", "AudioMs", "MotionMs", "EncodeMs", "TransportMs" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.Error), global::LpmNpc.V1.Error.Parser, new[]{ "Code", "Message", "Fatal" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.DirectionMatch), global::LpmNpc.V1.DirectionMatch.Parser, new[]{ "Name", "Confidence", "Weight" }, null, null, null, null),
             new pbr::GeneratedClrTypeInfo(typeof(global::LpmNpc.V1.DirectionResult), global::LpmNpc.V1.DirectionResult.Parser, new[]{ "Text", "Matches", "PtsUs", "DurationMs" }, null, null, null, null),
@@ -4406,6 +4408,10 @@ namespace LpmNpc.V1 {
       ptsUs_ = other.ptsUs_;
       latencyP99Ms_ = other.latencyP99Ms_;
       renderBatchMean_ = other.renderBatchMean_;
+      audioMs_ = other.audioMs_;
+      motionMs_ = other.motionMs_;
+      encodeMs_ = other.encodeMs_;
+      transportMs_ = other.transportMs_;
       _unknownFields = pb::UnknownFieldSet.Clone(other._unknownFields);
     }
 
@@ -4550,6 +4556,66 @@ namespace LpmNpc.V1 {
       }
     }
 
+    /// <summary>Field number for the "audio_ms" field.</summary>
+    public const int AudioMsFieldNumber = 11;
+    private float audioMs_;
+    /// <summary>
+    /// mean per frame: decoding/resampling/feature extraction of pushed audio
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float AudioMs {
+      get { return audioMs_; }
+      set {
+        audioMs_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "motion_ms" field.</summary>
+    public const int MotionMsFieldNumber = 12;
+    private float motionMs_;
+    /// <summary>
+    /// mean per frame: performance model step
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float MotionMs {
+      get { return motionMs_; }
+      set {
+        motionMs_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "encode_ms" field.</summary>
+    public const int EncodeMsFieldNumber = 13;
+    private float encodeMs_;
+    /// <summary>
+    /// mean per frame: pixel format conversion / JPEG
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float EncodeMs {
+      get { return encodeMs_; }
+      set {
+        encodeMs_ = value;
+      }
+    }
+
+    /// <summary>Field number for the "transport_ms" field.</summary>
+    public const int TransportMsFieldNumber = 14;
+    private float transportMs_;
+    /// <summary>
+    /// mean per frame: frame made -> written to the gRPC stream
+    /// </summary>
+    [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
+    [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
+    public float TransportMs {
+      get { return transportMs_; }
+      set {
+        transportMs_ = value;
+      }
+    }
+
     [global::System.Diagnostics.DebuggerNonUserCodeAttribute]
     [global::System.CodeDom.Compiler.GeneratedCode("protoc", null)]
     public override bool Equals(object other) {
@@ -4575,6 +4641,10 @@ namespace LpmNpc.V1 {
       if (PtsUs != other.PtsUs) return false;
       if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(LatencyP99Ms, other.LatencyP99Ms)) return false;
       if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(RenderBatchMean, other.RenderBatchMean)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(AudioMs, other.AudioMs)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(MotionMs, other.MotionMs)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(EncodeMs, other.EncodeMs)) return false;
+      if (!pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.Equals(TransportMs, other.TransportMs)) return false;
       return Equals(_unknownFields, other._unknownFields);
     }
 
@@ -4592,6 +4662,10 @@ namespace LpmNpc.V1 {
       if (PtsUs != 0L) hash ^= PtsUs.GetHashCode();
       if (LatencyP99Ms != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(LatencyP99Ms);
       if (RenderBatchMean != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(RenderBatchMean);
+      if (AudioMs != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(AudioMs);
+      if (MotionMs != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(MotionMs);
+      if (EncodeMs != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(EncodeMs);
+      if (TransportMs != 0F) hash ^= pbc::ProtobufEqualityComparers.BitwiseSingleEqualityComparer.GetHashCode(TransportMs);
       if (_unknownFields != null) {
         hash ^= _unknownFields.GetHashCode();
       }
@@ -4650,6 +4724,22 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(85);
         output.WriteFloat(RenderBatchMean);
       }
+      if (AudioMs != 0F) {
+        output.WriteRawTag(93);
+        output.WriteFloat(AudioMs);
+      }
+      if (MotionMs != 0F) {
+        output.WriteRawTag(101);
+        output.WriteFloat(MotionMs);
+      }
+      if (EncodeMs != 0F) {
+        output.WriteRawTag(109);
+        output.WriteFloat(EncodeMs);
+      }
+      if (TransportMs != 0F) {
+        output.WriteRawTag(117);
+        output.WriteFloat(TransportMs);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(output);
       }
@@ -4700,6 +4790,22 @@ namespace LpmNpc.V1 {
         output.WriteRawTag(85);
         output.WriteFloat(RenderBatchMean);
       }
+      if (AudioMs != 0F) {
+        output.WriteRawTag(93);
+        output.WriteFloat(AudioMs);
+      }
+      if (MotionMs != 0F) {
+        output.WriteRawTag(101);
+        output.WriteFloat(MotionMs);
+      }
+      if (EncodeMs != 0F) {
+        output.WriteRawTag(109);
+        output.WriteFloat(EncodeMs);
+      }
+      if (TransportMs != 0F) {
+        output.WriteRawTag(117);
+        output.WriteFloat(TransportMs);
+      }
       if (_unknownFields != null) {
         _unknownFields.WriteTo(ref output);
       }
@@ -4738,6 +4844,18 @@ namespace LpmNpc.V1 {
         size += 1 + 4;
       }
       if (RenderBatchMean != 0F) {
+        size += 1 + 4;
+      }
+      if (AudioMs != 0F) {
+        size += 1 + 4;
+      }
+      if (MotionMs != 0F) {
+        size += 1 + 4;
+      }
+      if (EncodeMs != 0F) {
+        size += 1 + 4;
+      }
+      if (TransportMs != 0F) {
         size += 1 + 4;
       }
       if (_unknownFields != null) {
@@ -4781,6 +4899,18 @@ namespace LpmNpc.V1 {
       }
       if (other.RenderBatchMean != 0F) {
         RenderBatchMean = other.RenderBatchMean;
+      }
+      if (other.AudioMs != 0F) {
+        AudioMs = other.AudioMs;
+      }
+      if (other.MotionMs != 0F) {
+        MotionMs = other.MotionMs;
+      }
+      if (other.EncodeMs != 0F) {
+        EncodeMs = other.EncodeMs;
+      }
+      if (other.TransportMs != 0F) {
+        TransportMs = other.TransportMs;
       }
       _unknownFields = pb::UnknownFieldSet.MergeFrom(_unknownFields, other._unknownFields);
     }
@@ -4837,6 +4967,22 @@ namespace LpmNpc.V1 {
             RenderBatchMean = input.ReadFloat();
             break;
           }
+          case 93: {
+            AudioMs = input.ReadFloat();
+            break;
+          }
+          case 101: {
+            MotionMs = input.ReadFloat();
+            break;
+          }
+          case 109: {
+            EncodeMs = input.ReadFloat();
+            break;
+          }
+          case 117: {
+            TransportMs = input.ReadFloat();
+            break;
+          }
         }
       }
     #endif
@@ -4890,6 +5036,22 @@ namespace LpmNpc.V1 {
           }
           case 85: {
             RenderBatchMean = input.ReadFloat();
+            break;
+          }
+          case 93: {
+            AudioMs = input.ReadFloat();
+            break;
+          }
+          case 101: {
+            MotionMs = input.ReadFloat();
+            break;
+          }
+          case 109: {
+            EncodeMs = input.ReadFloat();
+            break;
+          }
+          case 117: {
+            TransportMs = input.ReadFloat();
             break;
           }
         }
