@@ -1,0 +1,185 @@
+"""Many NPCs: batched frame making across sessions, admission control by render capacity."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import numpy as np
+import pytest
+
+from grpc_helpers import collect
+from lpm_npc.config import OutputOptions, ServerConfig, SessionOptions
+from lpm_npc.runtime.capacity import Capacity, FrameCost, measure_frame_cost
+from lpm_npc.runtime.scheduler import FrameScheduler, aligned_start
+from lpm_npc.runtime.session import PerformSession
+from lpm_npc.types import Emotion
+
+
+@pytest.fixture(scope="module")
+def rig_and_prepared(server):
+    rt = server.runtime
+    rig = rt.store.get("default")
+    return rt, rig, rt._prepare("default", rig)
+
+
+def _sessions(rt, rig, prepared, sizes, seed=0):
+    return [PerformSession(SessionOptions(output=OutputOptions(width=w, height=h)), rig, prepared, rt.renderer,
+                           seed=seed + i) for i, (w, h) in enumerate(sizes)]
+
+
+def test_batched_frames_equal_one_by_one(rig_and_prepared):
+    """A tick rendered in one batched call gives the same pixels as rendering each session alone."""
+    rt, rig, prepared = rig_and_prepared
+    sizes = [(96, 96), (96, 96), (64, 80), (96, 96)]
+    batched = _sessions(rt, rig, prepared, sizes)
+    alone = _sessions(rt, rig, prepared, sizes)
+    for s in batched + alone:  # something to show: two emotions
+        s.set_dialogue_state(emotion=Emotion.HAPPY, transition_ms=0)
+    sched = FrameScheduler(rt.renderer, workers=1, coalesce_s=0.0)
+    try:
+        for _ in range(3):
+            frames_b = sched.render_now(batched)
+            frames_a = [s.render_next() for s in alone]
+            for fb, fa in zip(frames_b, frames_a):
+                assert fb.index == fa.index and fb.pts_us == fa.pts_us
+                assert fb.batch_size == len(sizes)
+                a = np.frombuffer(fa.encoded.data, np.uint8).astype(int)
+                b = np.frombuffer(fb.encoded.data, np.uint8).astype(int)
+                assert a.shape == b.shape
+                assert np.abs(a - b).max() <= 2
+    finally:
+        sched.close()
+
+
+def test_requests_of_one_tick_share_one_render_call(rig_and_prepared):
+    rt, rig, prepared = rig_and_prepared
+    sessions = _sessions(rt, rig, prepared, [(64, 64)] * 4 + [(48, 48)] * 2)
+    sched = FrameScheduler(rt.renderer, workers=1, coalesce_s=0.3)
+    got, done = [], threading.Event()
+
+    def cb(frame, error):
+        got.append((frame, error))
+        if len(got) == len(sessions):
+            done.set()
+
+    try:
+        for s in sessions:
+            sched.submit(s, cb)
+        assert done.wait(60)
+        assert all(e is None for _, e in got)
+        assert sched.stats.calls == 1 and sched.stats.frames == len(sessions)
+        assert {f.batch_size for f, _ in got} == {len(sessions)}
+        sizes = {(f.encoded.width, f.encoded.height) for f, _ in got}
+        assert sizes == {(64, 64), (48, 48)}
+    finally:
+        sched.close()
+
+
+def test_a_failing_session_does_not_take_the_batch_down(rig_and_prepared):
+    rt, rig, prepared = rig_and_prepared
+    good = _sessions(rt, rig, prepared, [(64, 64)] * 2)
+
+    class Broken:
+        def begin_frame(self):
+            raise RuntimeError("broken session")
+
+    sched = FrameScheduler(rt.renderer, workers=1, coalesce_s=0.0)
+    try:
+        results = []
+        sched._make([(good[0], lambda f, e: results.append((f, e))), (Broken(), lambda f, e: results.append((f, e))),
+                     (good[1], lambda f, e: results.append((f, e)))])
+        errors = [e for _, e in results if e is not None]
+        frames = [f for f, _ in results if f is not None]
+        assert len(errors) == 1 and "broken" in str(errors[0])
+        assert len(frames) == 2
+    finally:
+        sched.close()
+
+
+def test_tick_grid_aligns_sessions():
+    a = aligned_start(30, now=1000.0001)
+    b = aligned_start(30, now=1000.02)
+    assert a >= 1000.0001 and b >= 1000.02
+    # both land on the same grid: their difference is a whole number of frame intervals
+    k = (b - a) * 30
+    assert abs(k - round(k)) < 1e-6
+
+
+def test_capacity_model_arithmetic():
+    cap = Capacity(FrameCost(fixed_ms=2.0, per_mpx_ms=20.0), budget_ms_per_s=1700.0)
+    # 256x256: 2 + 20 * 0.0655 = 3.31 ms per frame, x30 = 99 ms/s per NPC
+    assert cap.load_ms_per_s(256, 256, 30) == pytest.approx(30 * (2.0 + 20.0 * 0.065536))
+    assert cap.max_sessions_at(256, 256, 30) == 17
+    assert cap.max_sessions_at(512, 512, 30) < cap.max_sessions_at(256, 256, 30)
+    assert cap.max_sessions_at(256, 256, 15) >= 2 * cap.max_sessions_at(256, 256, 30) - 1
+
+
+def test_frame_cost_is_measured_from_real_frames(rig_and_prepared):
+    rt, rig, prepared = rig_and_prepared
+    sched = FrameScheduler(rt.renderer, workers=1, coalesce_s=0.0)
+    cache = {}
+
+    def make(size, batch):
+        if size not in cache:
+            cache[size] = _sessions(rt, rig, prepared, [(size, size)] * batch)
+        sched.render_now(cache[size])
+
+    try:
+        cost = measure_frame_cost(make, sizes=(64, 192), batch=2, repeats=1)
+    finally:
+        sched.close()
+    assert cost.fixed_ms > 0 and cost.per_mpx_ms > 0
+    assert cost.ms(512, 512) > cost.ms(64, 64)
+
+
+@pytest.fixture()
+def small_server(cache_dir):
+    """A server whose measured capacity is replaced by a fixed one: two 256x256@30 NPCs fit, three do not."""
+    from lpm_npc.server.app import BackgroundServer
+
+    # 10 ms per 256x256 frame -> 300 ms/s per NPC; budget 1 thread x 1000 x 0.7 = 700 ms/s
+    cfg = ServerConfig(port=0, cache_dir=cache_dir, max_sessions=8, render_threads=1, utilisation=0.7,
+                       frame_cost_fixed_ms=5.0, frame_cost_per_mpx_ms=5.0 / 0.065536, drain_seconds=0.5)
+    srv = BackgroundServer(cfg).start()
+    srv.runtime.store.ensure_default()
+    yield srv
+    srv.stop()
+
+
+def test_admission_control_refuses_beyond_capacity_and_pause_frees_it(small_server):
+    from lpm_npc.client import NpcClient
+
+    client = NpcClient(small_server.address)
+    client.wait_ready(30)
+    info = client.server_info()
+    assert info.capacity_pixels_per_s > 0
+    a = client.perform(width=256, fps=30)
+    b = client.perform(width=256, fps=30)
+    try:
+        collect(a, max_frames=1)
+        collect(b, max_frames=1)
+        assert client.server_info().committed_pixels_per_s > 0
+        with pytest.raises(grpc.RpcError) as err:
+            collect(client.perform(width=256, fps=30), max_frames=1)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "capacity" in err.value.details() and "ACTION_SET_OUTPUT" in err.value.details()
+        # a far NPC at a lower level of detail still fits
+        small = client.perform(width=64, fps=15)
+        collect(small, max_frames=1)
+        small.cancel()
+        # growing a session beyond capacity is refused without ending it
+        a.set_output(width=512, height=512)
+        got = collect(a, max_frames=10)
+        assert any(e.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0] and not e.fatal for e in got.errors)
+        assert {(f.width, f.height) for _, f in got.frames[-3:]} == {(256, 256)}
+        # a paused (invisible) NPC costs nothing: a third one is admitted
+        b.pause()
+        collect(b, seconds=0.3)
+        c = client.perform(width=256, fps=30)
+        assert len(collect(c, max_frames=2).frames) == 2
+        c.cancel()
+    finally:
+        a.cancel()
+        b.cancel()
+        client.close()
