@@ -160,12 +160,13 @@ class NpcClient:
                 pixel_format: PixelFormat = PixelFormat.RGBA8, flip_y: bool = False,
                 alpha_matte: bool = False, lookahead_ms: int | None = None, send_rig: bool = False,
                 stats_interval_ms: int = 1000, npc_sample_rate: int = 16000, resume_token: str = "",
-                jpeg_quality: int = 0, timeout: float | None = None) -> PerformStream:
+                jpeg_quality: int = 0, timeout: float | None = None, rig_format: str = "arkit52") -> PerformStream:
         config = pb.SessionConfig(
             character_id=character_id, fps=fps, width=width, height=height or width,
             pixel_format=_PIXEL[pixel_format], flip_y=flip_y, alpha_matte=alpha_matte,
             jpeg_quality=jpeg_quality, send_rig=send_rig, stats_interval_ms=stats_interval_ms,
-            npc_sample_rate=npc_sample_rate, resume_token=resume_token)
+            npc_sample_rate=npc_sample_rate, resume_token=resume_token,
+            rig_format=pb.RIG_FORMAT_NATIVE if rig_format == "native" else pb.RIG_FORMAT_ARKIT52)
         if lookahead_ms is not None:
             config.lookahead_ms = lookahead_ms
         return PerformStream(self.stub, config, timeout=timeout)

@@ -61,6 +61,7 @@ class SessionOptions:
     output: OutputOptions = field(default_factory=OutputOptions)
     lookahead_ms: int = 80
     send_rig: bool = False
+    rig_format: str = "arkit52"   # names in RigFrame.weights: "arkit52" or "native"
     stats_interval_ms: int = 1000
     npc_sample_rate: int = 16000
     resume_token: str = ""

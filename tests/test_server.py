@@ -229,15 +229,29 @@ def test_emotion_tag_moves_mouth_corners_up(client, server):
         marker.close()
 
 
-def test_rig_frames_travel_with_video_frames(client):
+def test_rig_frames_travel_with_video_frames(client, npc_speech):
+    samples, _ = npc_speech
     with client.perform(width=64, fps=30, send_rig=True) as stream:
-        got = collect(stream, max_frames=10)
-    assert len(got.started.rig_channel_names) == len(got.rigs[0].weights)
-    assert got.started.rig_channel_names[0] == "jaw_open"
-    frame_pts = {f.index: f.pts_us for _, f in got.frames}
+        started = collect(stream, max_frames=1).started
+        stream.send_audio(AudioChannel.NPC, samples[: 16000 * 2], 16000, sample_index=int(0.2 * 16000))
+        got = collect(stream, seconds=2.5)
+    names = list(started.rig_channel_names)
+    assert len(names) == 52 == len(got.rigs[0].weights)  # ARKit's 52 blendshapes by default
+    assert names[names.index("jawOpen")] == "jawOpen" and "eyeBlinkLeft" in names
+    frames = {f.index: f for _, f in got.frames}
     for rig in got.rigs:
-        if rig.index in frame_pts:
-            assert rig.pts_us == frame_pts[rig.index]
+        if rig.index in frames:
+            assert rig.pts_us == frames[rig.index].pts_us
+            assert rig.pts_samples == frames[rig.index].pts_samples
+    jaw = np.array([r.weights[names.index("jawOpen")] for r in got.rigs])
+    assert jaw.max() > 0.15 and (jaw >= 0).all() and (jaw <= 1).all()  # the speech opens the jaw
+
+
+def test_native_rig_format(client):
+    with client.perform(width=64, fps=30, send_rig=True, rig_format="native") as stream:
+        got = collect(stream, max_frames=5)
+    assert got.started.rig_channel_names[0] == "jaw_open"
+    assert len(got.started.rig_channel_names) == len(got.rigs[0].weights)
 
 
 def test_pause_resume_and_level_of_detail(client):

@@ -56,10 +56,15 @@ EVENT_TO_PB = {
     EventType.PLAYER_REACTION: pb.Event.TYPE_PLAYER_REACTION,
 }
 EVENT_FROM_PB = {v: k for k, v in EVENT_TO_PB.items()}
+RIG_FORMAT_FROM_PB = {pb.RIG_FORMAT_UNSPECIFIED: "arkit52", pb.RIG_FORMAT_ARKIT52: "arkit52",
+                      pb.RIG_FORMAT_NATIVE: "native"}
+RIG_FORMAT_TO_PB = {"arkit52": pb.RIG_FORMAT_ARKIT52, "native": pb.RIG_FORMAT_NATIVE}
 
 
 def session_options_from_pb(cfg: pb.SessionConfig, default_lookahead_ms: int = 80) -> SessionOptions:
     """SessionConfig -> validated SessionOptions; zero values mean 'the documented default'."""
+    if cfg.rig_format not in RIG_FORMAT_FROM_PB:
+        raise InvalidInputError(f"unknown rig_format {cfg.rig_format}: use RIG_FORMAT_ARKIT52 or RIG_FORMAT_NATIVE.")
     if cfg.pixel_format not in PIXEL_FORMAT_FROM_PB:
         raise InvalidInputError(f"unknown pixel_format {cfg.pixel_format}; use RGBA8, BGRA8 or JPEG.")
     width = cfg.width or 512
@@ -77,6 +82,7 @@ def session_options_from_pb(cfg: pb.SessionConfig, default_lookahead_ms: int = 8
         output=output,
         lookahead_ms=cfg.lookahead_ms if cfg.HasField("lookahead_ms") else default_lookahead_ms,
         send_rig=cfg.send_rig,
+        rig_format=RIG_FORMAT_FROM_PB[cfg.rig_format],
         stats_interval_ms=cfg.stats_interval_ms or 1000,
         npc_sample_rate=cfg.npc_sample_rate or 16000,
         resume_token=cfg.resume_token,
@@ -96,6 +102,7 @@ def session_config_to_pb(options: SessionOptions) -> pb.SessionConfig:
         jpeg_quality=out.jpeg_quality,
         lookahead_ms=options.lookahead_ms,
         send_rig=options.send_rig,
+        rig_format=RIG_FORMAT_TO_PB[options.rig_format],
         stats_interval_ms=options.stats_interval_ms,
         npc_sample_rate=options.npc_sample_rate,
         resume_token=options.resume_token,

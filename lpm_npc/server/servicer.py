@@ -18,6 +18,7 @@ import grpc
 from ..errors import LpmError
 from ..runtime.runtime import Runtime
 from ..runtime.scheduler import aligned_start
+from ..performance.arkit import ARKIT_NAMES, rig_frame_fields
 from ..runtime.session import RIG_CHANNEL_NAMES, PerformSession, rig_weights
 from ..types import EventType
 from ..v1 import lpm_npc_pb2 as pb
@@ -98,7 +99,8 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             session_id=session.session_id, character_id=options.character_id, fps=o.fps,
             width=o.width, height=o.height, pixel_format=convert.PIXEL_FORMAT_TO_PB[o.pixel_format],
             lookahead_ms=options.lookahead_ms, npc_sample_rate=options.npc_sample_rate,
-            resume_token=session.session_id, rig_channel_names=list(RIG_CHANNEL_NAMES),
+            resume_token=session.session_id,
+            rig_channel_names=list(ARKIT_NAMES if options.rig_format == "arkit52" else RIG_CHANNEL_NAMES),
             server_version=self.runtime.info()["version"])))
         reader = asyncio.create_task(self._read(request_iterator, stream))
         pump = asyncio.create_task(self._pump(stream))
@@ -292,11 +294,11 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             height=e.height, stride=e.stride, format=convert.PIXEL_FORMAT_TO_PB[e.pixel_format],
             flip_y=e.flip_y, data=e.data))]
         if session.options.send_rig:
-            m = frame.motion
+            fields = rig_frame_fields(frame.motion.values)
+            if session.options.rig_format != "arkit52":
+                fields["weights"] = rig_weights(frame.motion).tolist()
             messages.append(pb.ServerMessage(rig=pb.RigFrame(
-                index=frame.index, pts_us=frame.pts_us, weights=rig_weights(m).tolist(),
-                head_yaw_deg=m["head_yaw"], head_pitch_deg=m["head_pitch"],
-                head_roll_deg=m["head_roll"], gaze_x=m["gaze_x"], gaze_y=m["gaze_y"])))
+                index=frame.index, pts_us=frame.pts_us, pts_samples=frame.pts_samples, **fields)))
         if frame.shows_chunks:
             messages.append(frame.shows_chunks)
         messages.append(("made", time.monotonic()))
