@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import cv2
@@ -12,11 +12,12 @@ import numpy as np
 
 from lpm_npc.character.geometry import FACE_OVAL, RigGeometry, build_geometry
 from lpm_npc.character.landmarks import FaceLandmarker, FaceLandmarks
+from lpm_npc.character.references import HeadTurn, MouthInterior, analyse_references
 from lpm_npc.errors import InvalidInputError, NoFaceError
 
 log = logging.getLogger(__name__)
 
-RIG_FORMAT_VERSION: int = 3
+RIG_FORMAT_VERSION: int = 4  # 4: extra references analysed (mouth interior, head turns, references_used)
 MIN_RIG_SIZE = 512
 MAX_RIG_SIZE = 1024
 FACE_SHARE = 0.40  # face width / crop width
@@ -35,6 +36,11 @@ class CharacterRig:
     face_score: float
     geometry: RigGeometry
     num_references: int = 1
+    # what each extra reference was used for, in order: roles ("mouth_interior",
+    # "head_turn_left (recorded, not yet used)", ...) or "unused: <reason>" (see character/references.py)
+    references_used: list[str] = field(default_factory=list)
+    mouth_interior: MouthInterior | None = None   # from an open-mouth reference; None -> drawn interior
+    head_turns: list[HeadTurn] = field(default_factory=list)  # recorded, not used by the renderer yet
 
     @property
     def size(self) -> int:
@@ -49,7 +55,12 @@ class CharacterRig:
             "landmarks": self.landmarks,
             "face_score": np.array(self.face_score, np.float64),
             "num_references": np.array(self.num_references, np.int32),
+            "references_used": np.array(list(self.references_used), dtype=np.str_).reshape(-1),
+            "ref_turn_yaw": np.array([t.yaw_deg for t in self.head_turns], np.float32).reshape(-1),
+            "ref_turn_landmarks": np.array([t.landmarks for t in self.head_turns], np.float32).reshape(-1, 478, 3),
         }
+        if self.mouth_interior is not None:
+            arrays.update(self.mouth_interior.to_arrays())
         arrays.update(self.geometry.to_arrays())
         with open(path, "wb") as f:
             np.savez_compressed(f, **arrays)
@@ -65,7 +76,11 @@ class CharacterRig:
         return cls(
             image=data["image"], matte=data["matte"], landmarks=data["landmarks"].astype(np.float32),
             face_score=float(data["face_score"]), geometry=RigGeometry.from_arrays(data),
-            num_references=int(data["num_references"]))
+            num_references=int(data["num_references"]),
+            references_used=[str(x) for x in data["references_used"]],
+            mouth_interior=MouthInterior.from_arrays(data),
+            head_turns=[HeadTurn(yaw_deg=float(y), landmarks=lm)
+                        for y, lm in zip(data["ref_turn_yaw"], data["ref_turn_landmarks"])])
 
 
 def _crop_box(lm: FaceLandmarks) -> tuple[float, float, float]:
@@ -155,12 +170,10 @@ def build_rig(image_rgb: np.ndarray, landmarker: FaceLandmarker,
         points[:, 2] *= s
         score = found.score
     matte = landmarker.matte(crop)
-    for i, ref in enumerate(extra_references):
-        try:
-            landmarker.detect(np.asarray(ref))
-        except NoFaceError as exc:
-            raise NoFaceError(f"extra reference {i + 1}: {exc.message}") from exc
+    refs = analyse_references(crop, points, extra_references, landmarker)
     geometry = build_geometry(points, crop, size)
-    log.info("rig built: %dx%d crop, face score %.2f, %d vertices", size, size, score, geometry.vertices.shape[0])
+    log.info("rig built: %dx%d crop, face score %.2f, %d vertices, references %s", size, size, score,
+             geometry.vertices.shape[0], refs.references_used or "none")
     return CharacterRig(image=np.ascontiguousarray(crop), matte=matte, landmarks=points.astype(np.float32),
-                        face_score=float(score), geometry=geometry, num_references=1 + len(extra_references))
+                        face_score=float(score), geometry=geometry, num_references=1 + len(extra_references),
+                        references_used=refs.references_used, mouth_interior=refs.interior, head_turns=refs.turns)

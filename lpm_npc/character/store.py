@@ -38,6 +38,14 @@ class CharacterInfo:
     num_references: int
     face_score: float
     builtin: bool = False
+    # per extra reference, in order: what it was used for or "unused: <reason>" (CharacterRig.references_used)
+    references_used: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, text: str) -> "CharacterInfo":
+        data = json.loads(text)
+        data["references_used"] = tuple(data.get("references_used", ()))
+        return cls(**data)
 
 
 class CharacterStore:
@@ -91,7 +99,7 @@ class CharacterStore:
         infos = []
         for meta in sorted(self.cache_dir.glob("*.json")):
             try:
-                infos.append(CharacterInfo(**json.loads(meta.read_text())))
+                infos.append(CharacterInfo.from_json(meta.read_text()))
             except (OSError, ValueError, TypeError):
                 log.warning("skipping unreadable character metadata %s", meta)
         if not any(i.character_id == DEFAULT_CHARACTER_ID for i in infos):
@@ -135,7 +143,7 @@ class CharacterStore:
             )
         if len(display_name) > MAX_DISPLAY_NAME:
             raise InvalidInputError(f"display_name is longer than {MAX_DISPLAY_NAME} characters.")
-        digest = hashlib.sha256(portrait)
+        digest = hashlib.sha256(portrait)  # the extra references are part of the character (and its id)
         for ref in extra_references:
             digest.update(hashlib.sha256(ref).digest())
         cid = character_id or "c_" + digest.hexdigest()[:20]
@@ -166,6 +174,7 @@ class CharacterStore:
                 num_references=int(rig.num_references),
                 face_score=float(rig.face_score),
                 builtin=cid == DEFAULT_CHARACTER_ID,
+                references_used=tuple(rig.references_used),
             )
             meta_tmp = self._meta_path(cid).with_suffix(".json.tmp")
             meta_tmp.write_text(json.dumps(asdict(info)))
@@ -186,7 +195,7 @@ class CharacterStore:
                 self._loaded.pop(next(iter(self._loaded)))
 
     def _read_meta(self, cid: str) -> CharacterInfo:
-        return CharacterInfo(**json.loads(self._meta_path(cid).read_text()))
+        return CharacterInfo.from_json(self._meta_path(cid).read_text())
 
     @staticmethod
     def _valid_id(cid: str) -> bool:

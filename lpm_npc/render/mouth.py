@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lpm_npc.render.contour import TABLE_U, Frame, height_table, lookup, pixel_table, ramp, smoothstep
 
@@ -82,7 +83,7 @@ def _u_profiles(mw: float) -> np.ndarray:
     ])
 
 
-def _catmull_rom(p: np.ndarray, n: int = 3) -> np.ndarray:
+def catmull_rom(p: np.ndarray, n: int = 3) -> np.ndarray:
     """(B, K, 2) open polyline -> (B, (K - 1) * n + 1, 2) through the same points, with rounded joints."""
     ext = np.concatenate([2 * p[:, :1] - p[:, 1:2], p, 2 * p[:, -1:] - p[:, -2:-1]], 1)
     p0, p1, p2, p3 = ext[:, :-3], ext[:, 1:-2], ext[:, 2:-1], ext[:, 3:]
@@ -91,6 +92,26 @@ def _catmull_rom(p: np.ndarray, n: int = 3) -> np.ndarray:
     q = 0.5 * (2 * p1[:, :, None] + (p2 - p0)[:, :, None] * s + (2 * p0 - 5 * p1 + 4 * p2 - p3)[:, :, None] * s2
                + (3 * p1 - p0 - 3 * p2 + p3)[:, :, None] * s3)
     return np.concatenate([q.reshape(p.shape[0], -1, 2), p[:, -1:]], 1)
+
+
+_catmull_rom = catmull_rom
+
+
+@dataclass
+class InteriorTexture:
+    """Device copy of a mouth interior taken from a reference image (character/references.py)."""
+
+    texture: torch.Tensor  # (1, 3, H, T) float32 0..255: rows t 0 (inner upper lip) .. 1 (inner lower lip)
+    gap: torch.Tensor      # (1, 1, 1, T) float32 the reference's opening height at each u, in mouth widths
+
+
+def prepare_interior(interior, device: torch.device | str = "cpu") -> InteriorTexture | None:
+    """InteriorTexture from a `MouthInterior` (or anything with .texture (H, T, 3) uint8 and .gap (T,)); None -> None."""
+    if interior is None:
+        return None
+    tex = torch.from_numpy(np.ascontiguousarray(interior.texture, np.float32)).permute(2, 0, 1)[None]
+    gap = torch.from_numpy(np.ascontiguousarray(interior.gap, np.float32)).view(1, 1, 1, -1)
+    return InteriorTexture(texture=tex.contiguous().to(device), gap=gap.to(device))
 
 
 def plan_mouth(upper: np.ndarray, lower: np.ndarray, teeth_line: np.ndarray, mouth_width: float,
@@ -112,7 +133,7 @@ def plan_mouth(upper: np.ndarray, lower: np.ndarray, teeth_line: np.ndarray, mou
     M = np.zeros((B, 3, 3))
     M[:, :, [0, 2]] = fr.uv_affine(np.repeat(np.array([[x0, y0]], np.float64), B, 0))
     # the lip contours are sampled at 11 points: round the opening between them (a polygon reads as a puppet)
-    hts = height_table(fr, [_catmull_rom(upper), _catmull_rom(lower), _catmull_rom(teeth_line)])   # (B, 3, 1, T)
+    hts = height_table(fr, [catmull_rom(upper), catmull_rom(lower), catmull_rom(teeth_line)])   # (B, 3, 1, T)
     table = np.empty((B, len(_CH), 1, hts.shape[-1]), np.float32)
     table[:, 0:2] = hts[:, 0:2]
     # upper teeth hang from the neutral upper lip line, shorter toward the sides
@@ -124,8 +145,14 @@ def plan_mouth(upper: np.ndarray, lower: np.ndarray, teeth_line: np.ndarray, mou
                      max_gap=max_gap, mouth_width=mw)
 
 
-def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPlan, colours: torch.Tensor) -> None:
-    """Composite the mouth interior into canvas (B, C, h, w) float 0..255 in place; pixel (0, 0) is `origin`."""
+def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPlan, colours: torch.Tensor,
+                    interior: InteriorTexture | None = None) -> None:
+    """Composite the mouth interior into canvas (B, C, h, w) float 0..255 in place; pixel (0, 0) is `origin`.
+
+    With `interior` (a texture taken from an open-mouth reference of the character) the inside of the
+    opening is that texture warped into the current inner-lip contour; without it, a drawn cavity,
+    teeth and tongue. The lip-edge fixes and the coverage of the opening are the same for both.
+    """
     B = canvas.shape[0]
     rx0, ry0 = origin
     bx0, by0, bx1, by1 = plan.box
@@ -156,6 +183,59 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPl
     lip_w = band * pale * (gap * (1.0 / (0.03 * mw + 1.0))).clamp_(max=1.0) * (0.85 * t[:, _C["lip_side"]])
     region = region + (col[0][None, :, None, None] * 0.9 - region) * lip_w[:, None]
 
+    if interior is not None:
+        colour = _interior_colour(interior, co[..., 0], d_up, d_lo, gap, mw, col[3])
+    else:
+        colour = _drawn_colour(t, col, v, d_up, d_lo, gap, mw, plan.max_gap)
+    # the lips roll into the mouth: darken their inner edge a little so the opening meets them softly
+    # (scaled by the gap, so a closed mouth is left exactly as it is)
+    out_d = torch.maximum(-d_up, -d_lo).clamp_min(0.0)
+    rim = torch.exp(-out_d * (1.0 / (0.025 * mw + 0.5))) * t[:, _C["inside"]] \
+        * (gap * (1.0 / (0.04 * mw + 1.0))).clamp(max=1.0)
+    region = region * (1.0 - 0.28 * rim)[:, None]
+    canvas[:, :3, y0:y1, x0:x1] = region + (colour - region) * opening[:, None]
+
+
+def _interior_colour(interior: InteriorTexture, u: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor,
+                     gap: torch.Tensor, mw: float, cavity: torch.Tensor) -> torch.Tensor:
+    """(B, 3, h, w) colour of the reference's mouth interior warped into the current opening.
+
+    Rows of the texture run from the inner upper lip (t = 0) to the inner lower lip (t = 1) of the
+    reference, whose opening at u was gap_ref(u) mouth widths. An opening narrower than that shows the
+    reference's upper part at its own scale hanging from the upper lip and its lower part standing on
+    the lower lip, blended across the middle (the lips cover the rest, as when a real mouth closes:
+    teeth keep their size). A wider opening keeps both halves at their size too and fills the middle
+    with the dark cavity colour (a reference with clenched teeth must not become a wall of teeth).
+    """
+    B = u.shape[0]
+    g_ref = lookup(interior.gap, torch.stack([u, torch.zeros_like(u)], -1))[:, 0] * mw   # (B, h, w) px
+    span = g_ref.clamp_min(1e-3)
+    t_top = (d_up / span).clamp(0.0, 1.0)
+    t_bot = (1.0 - d_lo / span).clamp(0.0, 1.0)
+    tex = interior.texture.expand(B, -1, -1, -1)
+    top = F.grid_sample(tex, torch.stack([u, t_top * 2 - 1], -1), mode="bilinear", padding_mode="border",
+                        align_corners=True)
+    bot = F.grid_sample(tex, torch.stack([u, t_bot * 2 - 1], -1), mode="bilinear", padding_mode="border",
+                        align_corners=True)
+    w = smoothstep(d_up / (gap + 1e-3))
+    # a narrower opening lets less light in than the reference's: darken with the share of the
+    # reference opening that is open now, the floor of the mouth (tongue) more than the upper teeth
+    lit = smoothstep(gap / (g_ref + 1e-3))
+    shade = (0.8 + 0.2 * lit) * (1 - w) + (0.45 + 0.55 * lit) * w
+    colour = (top + (bot - top) * w[:, None]) * shade[:, None]
+    # wider than the reference: the middle, out of reach of both halves, is the dark cavity
+    mid = ramp(torch.minimum(d_up, d_lo) - 0.5 * g_ref, 0.15 * g_ref + 1.0) * ramp(gap - g_ref, 0.1 * g_ref + 1.0)
+    colour = colour + (cavity[None, :, None, None] * (0.6 + 0.4 * w[:, None]) - colour) * mid[:, None]
+    # a light shadow right under the upper lip and above the lower lip (the texture has its own shading)
+    lip_shadow = 1.0 - 0.15 * torch.exp(-d_up.clamp_min(0) * (1.0 / (0.02 * mw + 0.5))) \
+        - 0.1 * torch.exp(-d_lo.clamp_min(0) * (1.0 / (0.025 * mw + 0.5)))
+    return colour * lip_shadow[:, None]
+
+
+def _drawn_colour(t: torch.Tensor, col: torch.Tensor, v: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor,
+                  gap: torch.Tensor, mw: float, max_gap: float) -> torch.Tensor:
+    """(B, 3, h, w) colour of the drawn interior: cavity, tongue, lower-teeth hint, upper teeth."""
+    vl = v + d_lo
     # cavity: dark, darkest at the back under the upper teeth and toward the corners, a little light
     # reaching the floor of the mouth in the middle
     depth = smoothstep(d_up / (gap + 1e-3))
@@ -167,7 +247,7 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPl
         * (0.6 * smoothstep(gap * (1.0 / (0.14 * mw + 1.0))))
     tongue = col[4][None, :, None, None] * ((0.35 + 0.25 * depth) * t[:, _C["tongue_shade"]])[:, None]
     colour = colour + (tongue - colour) * t_w[:, None]
-    if plan.max_gap > 0.12 * mw:  # lower teeth: a faint hint at wide openings (exactly 0 below that gap)
+    if max_gap > 0.12 * mw:  # lower teeth: a faint hint at wide openings (exactly 0 below that gap)
         lt_h = 0.04 * mw
         lt_w = ramp(lt_h - d_lo, 0.4 * lt_h + 1.0) * t[:, _C["low_side"]] \
             * (0.3 * smoothstep((gap - 0.12 * mw) * (1.0 / (0.1 * mw + 1.0))))
@@ -182,11 +262,4 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPl
     # a soft shadow under the upper lip and above the lower lip
     lip_shadow = 1.0 - 0.3 * torch.exp(-d_up.clamp_min(0) * (1.0 / (0.02 * mw + 0.5))) \
         - 0.3 * torch.exp(-d_lo.clamp_min(0) * (1.0 / (0.025 * mw + 0.5)))
-    colour = colour * lip_shadow[:, None]
-    # the lips roll into the mouth: darken their inner edge a little so the opening meets them softly
-    # (scaled by the gap, so a closed mouth is left exactly as it is)
-    out_d = torch.maximum(-d_up, -d_lo).clamp_min(0.0)
-    rim = torch.exp(-out_d * (1.0 / (0.025 * mw + 0.5))) * t[:, _C["inside"]] \
-        * (gap * (1.0 / (0.04 * mw + 1.0))).clamp(max=1.0)
-    region = region * (1.0 - 0.28 * rim)[:, None]
-    canvas[:, :3, y0:y1, x0:x1] = region + (colour - region) * opening[:, None]
+    return colour * lip_shadow[:, None]

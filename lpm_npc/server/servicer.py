@@ -343,4 +343,5 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
 def _info_pb(info) -> pb.CharacterInfo:
     return pb.CharacterInfo(character_id=info.character_id, display_name=info.display_name,
                             width=info.width, height=info.height, num_references=info.num_references,
-                            face_score=info.face_score, builtin=info.builtin)
+                            face_score=info.face_score, builtin=info.builtin,
+                            references_used=list(getattr(info, "references_used", ())))
