@@ -20,19 +20,10 @@ from lpm_npc.performance.arkit import (
     head_angles_deg,
     rig_frame_fields,
 )
-from lpm_npc.performance.motion import MotionFrame, NUM_CHANNELS
+from lpm_npc.performance.motion import NUM_CHANNELS, MotionFrame
 
 # Apple's ARFaceAnchor.BlendShapeLocation, in the documentation's order (= Unreal EARFaceBlendShape 0..51).
-APPLE_52 = """
-eyeBlinkLeft eyeLookDownLeft eyeLookInLeft eyeLookOutLeft eyeLookUpLeft eyeSquintLeft eyeWideLeft
-eyeBlinkRight eyeLookDownRight eyeLookInRight eyeLookOutRight eyeLookUpRight eyeSquintRight eyeWideRight
-jawForward jawLeft jawRight jawOpen mouthClose mouthFunnel mouthPucker mouthLeft mouthRight
-mouthSmileLeft mouthSmileRight mouthFrownLeft mouthFrownRight mouthDimpleLeft mouthDimpleRight
-mouthStretchLeft mouthStretchRight mouthRollLower mouthRollUpper mouthShrugLower mouthShrugUpper
-mouthPressLeft mouthPressRight mouthLowerDownLeft mouthLowerDownRight mouthUpperUpLeft mouthUpperUpRight
-browDownLeft browDownRight browInnerUp browOuterUpLeft browOuterUpRight
-cheekPuff cheekSquintLeft cheekSquintRight noseSneerLeft noseSneerRight tongueOut
-""".split()
+APPLE_52 = ["eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft", "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight", "eyeSquintRight", "eyeWideRight", "jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight", "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight", "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "tongueOut"]
 
 
 def w(**channels: float) -> dict[str, float]:
@@ -128,6 +119,7 @@ def test_gaze_and_head_angles():
     assert head_angles_deg(v) == pytest.approx((7.0, -3.0, 2.0))
     batch = np.stack([v, v * 0])
     by, bp = gaze_angles_deg(batch)
+    assert bp.shape == (2,)
     assert by.shape == (2,) and by[1] == 0.0
     f = rig_frame_fields(v)
     assert len(f["weights"]) == 52 and f["gaze_yaw_deg"] == pytest.approx(yaw) and f["head_roll_deg"] == 2.0

@@ -1,0 +1,2 @@
+"""Measurements of what the performance does: controllability (landmarks on rendered frames) and
+motion statistics over long simulated sessions."""
