@@ -329,7 +329,8 @@ def _mouth_basis(pos: np.ndarray, lm: np.ndarray, basis: np.ndarray, fixed: set[
     ch: dict[int, np.ndarray] = {i: np.array([0.0, -0.06 * mw]) for i in CHEEKS}
     sm += _spread(pos, ch, 0.25 * mw, fixed)
     basis[TERM_INDEX["smile"]] = sm
-    basis[TERM_INDEX["frown"]] = lip_follow(0.03 * mw, 0.1 * mw, 0.3 * mw, centre_dv_lo=-0.02 * mw)
+    # frown: corners down (strong enough to turn a portrait's resting smile)
+    basis[TERM_INDEX["frown"]] = lip_follow(0.02 * mw, 0.15 * mw, 0.3 * mw, centre_dv_lo=-0.025 * mw)
     # upper lip raise
     ul: dict[int, np.ndarray] = {}
     for ring in (up, oup):

@@ -17,7 +17,7 @@ from lpm_npc.errors import InvalidInputError, NoFaceError
 
 log = logging.getLogger(__name__)
 
-RIG_FORMAT_VERSION: int = 4  # 4: extra references analysed (mouth interior, head turns, references_used)
+RIG_FORMAT_VERSION: int = 5  # 4: extra references analysed (mouth interior, head turns, references_used); 5: stronger frown
 MIN_RIG_SIZE = 512
 MAX_RIG_SIZE = 1024
 FACE_SHARE = 0.40  # face width / crop width

@@ -21,11 +21,15 @@ def _vec(**weights: float) -> np.ndarray:
 EMOTION_TARGETS: dict[Emotion, np.ndarray] = {
     Emotion.NEUTRAL: _vec(),
     Emotion.HAPPY: _vec(smile=0.8, squint=0.35, brow_up=0.1, head_pitch=-1.0),
-    Emotion.SAD: _vec(frown=0.6, brow_inner_up=0.7, squint=0.1, gaze_y=0.25, head_pitch=4.0, blink_l=0.12, blink_r=0.12),
-    Emotion.ANGRY: _vec(brow_down=0.8, lips_press=0.35, squint=0.3, frown=0.2, nose_wrinkle=0.15, head_pitch=2.0),
+    # Negative emotions push harder: many portraits smile at rest, and the face must still read
+    # as sad / angry / disgusted at billboard size (see docs/emotions_contact_sheet.jpg).
+    Emotion.SAD: _vec(frown=1.0, brow_inner_up=0.95, squint=0.15, gaze_y=0.3, head_pitch=5.0, blink_l=0.2, blink_r=0.2,
+                      lips_press=0.2),
+    Emotion.ANGRY: _vec(brow_down=1.0, lips_press=0.5, squint=0.45, frown=0.55, nose_wrinkle=0.3, head_pitch=2.5),
     Emotion.SURPRISED: _vec(brow_up=0.85, eye_wide=0.7, jaw_open=0.18, mouth_round=0.15, head_pitch=-2.0),
     Emotion.AFRAID: _vec(brow_inner_up=0.75, brow_up=0.3, eye_wide=0.6, mouth_spread=0.45, jaw_open=0.06, head_pitch=1.5),
-    Emotion.DISGUSTED: _vec(nose_wrinkle=0.7, upper_lip_raise=0.6, brow_down=0.35, squint=0.25, frown=0.2, head_yaw=-2.0),
+    Emotion.DISGUSTED: _vec(nose_wrinkle=0.95, upper_lip_raise=0.9, brow_down=0.5, squint=0.35, frown=0.5, head_yaw=-3.0,
+                            head_pitch=-1.0),
 }
 
 # Phase poses (gaze, head, brows); blended with an exponential follower.
