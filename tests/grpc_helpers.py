@@ -20,6 +20,7 @@ class Received:
     errors: list = field(default_factory=list)
     stats: list = field(default_factory=list)
     rigs: list = field(default_factory=list)
+    directions: list = field(default_factory=list)  # DirectionResult
     started: pb.SessionStarted | None = None
 
 
@@ -44,6 +45,8 @@ def collect(stream, seconds: float | None = None, max_frames: int | None = None,
             out.stats.append(msg.stats)
         elif kind == "rig":
             out.rigs.append(msg.rig)
+        elif kind == "direction":
+            out.directions.append(msg.direction)
         if seconds is not None and time.monotonic() - t0 > seconds:
             break
         if max_frames is not None and len(out.frames) >= max_frames:

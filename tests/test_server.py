@@ -441,3 +441,27 @@ def test_resume_token_continues_the_emotion(client):
         fresh = collect(stream, max_frames=3)
     assert resumed.rigs[0].weights[idx] > 0.2
     assert fresh.rigs[0].weights[idx] < 0.1
+
+
+def test_free_text_direction_answers_with_primitives_and_moves_the_head(client):
+    from lpm_npc.performance.direction import warm_up
+
+    warm_up()  # the server warms the model in the background; don't race it here
+    with client.perform(width=64, fps=30, send_rig=True, rig_format="native") as stream:
+        collect(stream, max_frames=3)
+        stream.set_state(direction="nods slowly, a bit nervous", transition_ms=200)
+        stream.set_state(direction="   ")
+        got = collect(stream, seconds=2.0)
+    assert len(got.directions) == 1, got.errors
+    d = got.directions[0]
+    names = [m.name for m in d.matches]
+    assert d.text == "nods slowly, a bit nervous" and "nod_slow" in names and "nervous" in names
+    assert all(0.0 < m.confidence <= 1.0 and 0.0 < m.weight <= 1.0 for m in d.matches)
+    assert d.duration_ms > 0
+    types = [EVENT_FROM_PB[e.type] for e in got.events]
+    assert EventType.DIRECTION_APPLIED in types
+    # the blank direction is a clear, non-fatal error
+    assert any("empty" in e.message and not e.fatal for e in got.errors)
+    # the nod shows in the head pitch of the frames after the direction
+    pitch = np.array([r.head_pitch_deg for r in got.rigs if r.pts_us >= d.pts_us])
+    assert pitch.max() - pitch.min() > 2.0

@@ -118,6 +118,7 @@ class PerformanceModel:
         self._npc_speaking = False
         self._player_speaking = False
         self._player_end_t = -1e9
+        self._thinking_t0: float | None = None   # thinking look after the player's turn, until the NPC answers
         self._cut_t: float | None = None
         self._last_nod = -1e9
         self._last_brow = -1e9
@@ -148,8 +149,12 @@ class PerformanceModel:
             self._player.push(x, now_s)
 
     def set_dialogue_state(self, now_s: float, phase: Phase | None = None, emotion: Emotion | None = None,
-                           intensity: float = 1.0, transition_s: float = 0.3, direction: str = "") -> None:
-        """Designer tags: phase, emotion (scaled by intensity) reached over transition_s (eased)."""
+                           intensity: float = 1.0, transition_s: float = 0.3, direction: str = "",
+                           direction_result=None) -> None:
+        """Designer tags: phase, emotion (scaled by intensity) reached over transition_s (eased).
+
+        `direction_result` is `direction` already interpreted (PerformSession does that outside its
+        lock, since the sentence model takes tens of milliseconds)."""
         if transition_s < 0 or not math.isfinite(transition_s):
             raise InvalidInputError(f"transition_s must be >= 0, got {transition_s}")
         if not 0.0 <= intensity <= 1.5:
@@ -160,8 +165,8 @@ class PerformanceModel:
             self._emotion, self._intensity = Emotion(emotion), float(intensity)
             self._emo.retarget(now_s, emotion_vector(self._emotion, self._intensity), transition_s)
         if direction:
-            self._direction = direction.strip()[:500]
-            self._apply_direction(now_s, self._direction)
+            self._direction = direction.strip()
+            self._apply_direction(now_s, self._direction, transition_s, emotion is not None, direction_result)
 
     def interrupt(self, now_s: float) -> None:
         """Barge-in: drop NPC audio after now_s; the mouth closes and the NPC goes back to listening."""
@@ -211,6 +216,8 @@ class PerformanceModel:
         v[[C["head_yaw"], C["head_pitch"], C["head_roll"]]] += self._idle.head(t, self._head_scale)
         # gaze: saccades around the pose's gaze, followed quickly
         wander = {Phase.IDLE: 1.3, Phase.LISTENING: 0.5, Phase.THINKING: 0.8, Phase.SPEAKING: 0.8}[phase]
+        if phase == Phase.LISTENING and self._player_speaking:
+            wander = 0.3   # attention: eyes stay on the player while they talk
         gaze_target = self._idle.gaze(t, wander)
         g = 1.0 - math.exp(-dt / 0.03) if dt > 0 else 1.0
         self._gaze += (gaze_target - self._gaze) * g
@@ -220,6 +227,10 @@ class PerformanceModel:
         self._gestures = [x for x in self._gestures if x.t0 + x.duration > t]
         for gst in self._gestures:
             v[gst.channel] += gst.value(t)
+        # >>> direction primitives (lpm_npc.performance.direction.DirectionLayer), set by _apply_direction
+        if self.__dict__.get("_dir_layer") is not None and (dv := self._dir_layer.value(t)) is not None:
+            v += dv
+        # <<< direction primitives
         # blinks close the lids on top of whatever the emotion does
         b = self._idle.blink(t)
         for ch in ("blink_l", "blink_r"):
@@ -266,18 +277,35 @@ class PerformanceModel:
             events.append(PerformanceEvent(EventType.NPC_SPEECH_STARTED if npc else EventType.NPC_SPEECH_ENDED, t))
             self._idle.blink_now(t)
         self._player.tick(t)
-        for te, etype, detail in self._player.pop_until(t):
-            events.append(PerformanceEvent(etype, te, detail))
-            if etype == EventType.PLAYER_SPEECH_STARTED:
+        for ev in self._player.pop_until(t):
+            if ev.type == EventType.BACKCHANNEL and self._npc_speaking:
+                continue                            # the NPC is talking over the player: no nod
+            events.append(PerformanceEvent(ev.type, ev.t_s, ev.detail, ev.data))
+            if ev.type == EventType.PLAYER_SPEECH_STARTED:
                 self._player_speaking = True
-            elif etype == EventType.PLAYER_SPEECH_ENDED:
+                self._thinking_t0 = None            # the player goes on: listen again
+            elif ev.type == EventType.PLAYER_SPEECH_ENDED:
                 self._player_speaking = False
-                self._player_end_t = te
-            elif etype == EventType.BACKCHANNEL and not self._npc_speaking:
-                self._backchannel(te)
+                self._player_end_t = ev.t_s
+                turn = (ev.data or {}).get("turn_speech_s", 0.0) if isinstance(ev.data, dict) else 0.0
+                if not self._npc_speaking and turn >= self.cfg.vad.thinking_min_turn_s:
+                    self._thinking_t0 = t
+                    events.append(PerformanceEvent(EventType.THINKING_STARTED, t, "player finished"))
+            elif ev.type == EventType.BACKCHANNEL:
+                self._backchannel(ev.emit_at)
+            elif ev.type == EventType.PLAYER_REACTION:
+                self._react(ev.emit_at, ev.detail)
+        if self._npc_speaking:
+            self._thinking_t0 = None                # thinking ends when the NPC answers
+        elif self._thinking_t0 is not None and t - self._thinking_t0 >= self.cfg.vad.thinking_max_s:
+            self._thinking_t0 = None                # no answer came: back to the designer's phase
         if self._npc_speaking:
             self._phase = Phase.SPEAKING
-        elif self._player_speaking or t - self._player_end_t < self.cfg.player_turn_hold_s:
+        elif self._player_speaking:
+            self._phase = Phase.LISTENING
+        elif self._thinking_t0 is not None:
+            self._phase = Phase.THINKING
+        elif t - self._player_end_t < self.cfg.player_turn_hold_s:
             self._phase = Phase.LISTENING
         else:
             self._phase = self._designer_phase
@@ -285,10 +313,19 @@ class PerformanceModel:
         return events
 
     def _backchannel(self, t: float) -> None:
+        """A nod (and often a brow raise) in the player's pause."""
         amp = self.cfg.backchannel_nod_deg * float(self._rng.uniform(0.7, 1.2))
         self._gestures.append(_Gesture(t, float(self._rng.uniform(0.5, 0.75)), C["head_pitch"], amp))
         if self._rng.random() < 0.6:
             self._gestures.append(_Gesture(t, 0.6, C["brow_up"], float(self._rng.uniform(0.12, 0.25))))
+
+    def _react(self, t: float, detail: str) -> None:
+        """Loud / high-pitched player speech: eyes widen and brows go up briefly, the head draws back."""
+        k = 1.0 if "loud" in detail else 0.75
+        k *= 1.15 if "+" in detail else 1.0
+        self._gestures.append(_Gesture(t, 0.9, C["eye_wide"], 0.45 * k))
+        self._gestures.append(_Gesture(t, 0.9, C["brow_up"], 0.4 * k))
+        self._gestures.append(_Gesture(t, 0.8, C["head_pitch"], -2.0 * k))
 
     def _prosody(self, t: float, m: MouthShape) -> None:
         if not self._npc_speaking:
@@ -301,18 +338,50 @@ class PerformanceModel:
             amp = self.cfg.nod_deg * (0.5 + 0.5 * max(m.accent, m.onset))
             self._gestures.append(_Gesture(t, 0.4, C["head_pitch"], amp))
 
-    def _apply_direction(self, t: float, text: str) -> None:
-        """A few keywords of free-text direction ("nods slowly, a bit nervous")."""
-        low = text.lower()
-        if "nod" in low:
-            slow = "slow" in low
-            self._gestures.append(_Gesture(t, 0.9 if slow else 0.5, C["head_pitch"], self.cfg.backchannel_nod_deg))
-        if "nervous" in low or "anxious" in low:
-            self._idle.rate_scale = 1.6
-            self._idle.cfg.saccade_interval_s = 0.9
-        elif "calm" in low or "relaxed" in low:
-            self._idle.rate_scale = 0.8
-            self._idle.cfg.saccade_interval_s = 2.0
+    def _apply_direction(self, t: float, text: str, transition_s: float = 0.3,
+                         explicit_emotion: bool = False, result=None) -> None:
+        """Free-text direction ("nods slowly, a bit nervous") -> motion primitives and/or an emotion.
+
+        Matched with sentence embeddings (lpm_npc.performance.direction). Primitives go to a layer that
+        step() adds on top (held ones ramp in over transition_s); a matched emotion retargets over
+        transition_s unless this same call set an explicit emotion; moods ("nervous", "calm") change the
+        idle blink rate and gaze wander. Appends a DIRECTION_APPLIED event with the DirectionResult.
+        """
+        import dataclasses
+
+        from lpm_npc.performance.direction import DirectionLayer, DirectionResult, interpret
+
+        try:
+            if result is None:
+                result = interpret(text, t)
+        except InvalidInputError:
+            raise
+        except Exception as exc:  # model missing or broken: keep the session running without direction
+            log.exception("direction %r could not be interpreted", text)
+            result = DirectionResult(text.strip(), [], t)
+            self._events.append(PerformanceEvent(EventType.DIRECTION_APPLIED, t,
+                                                 f"direction {text!r}: not applied ({exc})", result))
+            return
+        layer = self.__dict__.get("_dir_layer")
+        if layer is None:
+            layer = self._dir_layer = DirectionLayer()
+        layer.apply(result, t, transition_s)
+        mods = layer.idle_modifiers()
+        if mods is not None:
+            self._idle.rate_scale, self._idle.cfg.saccade_interval_s = mods
+        emo = next((m for m in result.matches if m.is_emotion), None)
+        detail = result.summary()
+        if emo is not None:
+            if explicit_emotion:
+                detail += f"; explicit emotion {self._emotion.value} kept"
+            else:
+                self._emotion = emo.emotion
+                self._intensity = emo.intensity
+                self._emo.retarget(t + emo.delay_s, emotion_vector(self._emotion, self._intensity), transition_s)
+        if transition_s > result.duration_s and any(m.is_emotion or m.primitive.held for m in result.matches):
+            result = dataclasses.replace(result, duration_s=float(transition_s))  # held items: until fully in
+        log.info("%s (%.1f ms)", detail, result.elapsed_ms)
+        self._events.append(PerformanceEvent(EventType.DIRECTION_APPLIED, t, detail, result))
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict:
@@ -332,6 +401,7 @@ class PerformanceModel:
             "idle": self._idle.state(),
             "tracker": self._npc.tracker.state(),
             "player_floor_db": float(self._player.floor_db),
+            "player": self._player.state(),
             "rng": self._rng.bit_generator.state,
             "config": {k: v for k, v in asdict(self.cfg).items() if k != "vad"},
         }
@@ -356,6 +426,8 @@ class PerformanceModel:
         self._idle.load(d.get("idle", {}))
         self._npc.tracker.load(d.get("tracker", {}))
         self._player.floor_db = float(d.get("player_floor_db", self._player.floor_db))
+        if isinstance(d.get("player"), dict):
+            self._player.load(d["player"])
         if "rng" in d:
             self._rng.bit_generator.state = d["rng"]
         self._phase = self._designer_phase

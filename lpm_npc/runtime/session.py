@@ -10,6 +10,7 @@ Thread model: `push_*`, `set_dialogue_state` and `control` may be called from on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -173,12 +174,26 @@ class PerformSession:
             raise InvalidInputError(f"intensity={intensity} must be within 0..1.")
         if transition_ms > 60000:
             raise InvalidInputError(f"transition_ms={transition_ms} must be at most 60000.")
-        if len(direction) > 1000:
-            raise InvalidInputError("direction text is longer than 1000 characters.")
+        result = None
+        if direction:
+            # Interpret outside the lock: the sentence model takes tens of ms (and loads on first use
+            # unless the server warmed it up); frames keep coming meanwhile.
+            from ..performance.direction import interpret, validate_direction
+
+            validate_direction(direction)
+            try:
+                result = interpret(direction, self.next_pts())
+            except InvalidInputError:
+                raise
+            except Exception:  # the model failed: the performance model reports "not applied"
+                log.exception("direction %r could not be interpreted", direction)
+                result = None
         with self._lock:
+            if result is not None:
+                result = dataclasses.replace(result, start_s=self.next_pts())
             self.model.set_dialogue_state(self.next_pts(), phase=phase, emotion=emotion,
                                           intensity=intensity, transition_s=transition_ms / 1000.0,
-                                          direction=direction)
+                                          direction=direction, direction_result=result)
 
     def interrupt(self) -> None:
         with self._lock:

@@ -62,12 +62,19 @@ class RunningServer:
         self.runtime.close()
 
 
-async def start_server(config: ServerConfig, runtime: Runtime | None = None) -> RunningServer:
+async def start_server(config: ServerConfig, runtime: Runtime | None = None,
+                       warm_direction: bool = True) -> RunningServer:
     """Start serving on config.host:config.port (port 0 picks a free one)."""
     # One render = one core: parallelism comes from sessions running on the executor's threads.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # the CPU warp uses cv2.remap; one thread per render as well
     runtime = runtime or Runtime(config)
+    # Load the sentence model for free-text directions in the background: the first direction
+    # would otherwise wait seconds for it.
+    if warm_direction:
+        from ..performance.direction import warm_up_in_background
+
+        warm_up_in_background()
     executor = ThreadPoolExecutor(max_workers=max(1, config.render_threads), thread_name_prefix="render")
     server = grpc.aio.server(options=grpc_options(config), maximum_concurrent_rpcs=None)
     servicer = NpcServicer(runtime, executor)
@@ -95,13 +102,16 @@ async def start_server(config: ServerConfig, runtime: Runtime | None = None) -> 
 async def serve_forever(config: ServerConfig, ready: threading.Event | None = None,
                         warm_default: bool = True) -> None:
     """Run until SIGINT/SIGTERM, then drain and stop."""
-    running = await start_server(config)
+    running = await start_server(config, warm_direction=False)
     if warm_default:
         # Build (or load) the default character now so the first session starts without a pause.
         await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.store.ensure_default)
     if config.admission:
         # Measure what a frame costs here, for admission control (about a second).
         await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.calibrate)
+    from ..performance.direction import warm_up_in_background
+
+    warm_up_in_background()  # after calibration, which must not share the CPU with it
     # Everything imported and built so far (torch, mediapipe, the default rig) lives for the whole
     # process: move it out of the collector's reach so a full collection never stalls the frame clock.
     gc.collect()

@@ -167,8 +167,13 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                             continue
                         emotion = convert.EMOTION_FROM_PB[s.emotion]
                         intensity = s.intensity if (s.intensity > 0 or emotion is None) else 1.0
-                        session.set_dialogue_state(convert.PHASE_FROM_PB[s.phase], emotion,
-                                                   intensity, s.transition_ms or 300, s.direction)
+                        args = (convert.PHASE_FROM_PB[s.phase], emotion, intensity, s.transition_ms or 300,
+                                s.direction)
+                        if s.direction:  # the sentence model runs off the event loop
+                            await asyncio.get_running_loop().run_in_executor(
+                                self.executor, session.set_dialogue_state, *args)
+                        else:
+                            session.set_dialogue_state(*args)
                     elif kind == "control":
                         self._control(stream, msg.control)
                     elif kind == "config":
