@@ -75,6 +75,12 @@ def _int_list(text: str) -> list[int]:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench, run_scaling
 
+    if args.quality:
+        from .bench_quality import run_quality
+
+        run_quality(json_path=Path(args.json) if args.json else None, quick=not args.full,
+                    minutes=args.minutes)
+        return 0
     if len(args.sessions) > 1 or len(args.size) > 1 or args.plot:
         run_scaling(args.size, args.sessions, args.seconds, fps=args.fps,
                     json_path=Path(args.json) if args.json else None,
@@ -151,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sessions", type=_int_list, default=[1],
                    help="NPC sessions; a list (1,2,4,8,16,32,64) runs the scaling sweep")
     b.add_argument("--plot", default=None, help="scaling sweep: write a PNG plot here")
+    b.add_argument("--quality", action="store_true",
+                   help="print the lip-sync, listening, controllability and motion-statistics tables instead")
+    b.add_argument("--full", action="store_true", help="--quality: the whole held-out lip-sync set (slower)")
+    b.add_argument("--minutes", type=float, default=3.0, help="--quality: length of the simulated session")
     b.add_argument("--render-threads", type=int, default=2, help="scaling sweep: the server's render threads")
     b.add_argument("--fps", type=int, default=30)
     b.add_argument("--json", default=None)
