@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
-                          device=args.device, render_threads=args.render_threads,
+                          backend=args.backend, device=args.device, render_threads=args.render_threads,
                           admission=not args.no_admission,
                           frame_cost_fixed_ms=args.frame_cost[0] if args.frame_cost else 0.0,
                           frame_cost_per_mpx_ms=args.frame_cost[1] if args.frame_cost else 0.0)
@@ -125,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=50051)
     s.add_argument("--max-sessions", type=int, default=16)
     s.add_argument("--cache-dir", default=None, help="rig cache (default $LPM_NPC_CACHE or ~/.cache/lpm-npc)")
-    s.add_argument("--device", default="cpu", help="torch device for rendering: cpu or cuda")
+    s.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                   help="renderer backend (see `lpm-npc serve --help` and README: Backends)")
+    s.add_argument("--device", default="cpu",
+                   help="torch: cpu | cuda; onnxruntime: cpu | cuda | tensorrt-ep; tensorrt: cuda")
     s.add_argument("--render-threads", type=int, default=2,
                    help="threads making frames; a tick's batch is shared between them")
     s.add_argument("--no-admission", action="store_true",

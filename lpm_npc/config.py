@@ -94,7 +94,8 @@ class ServerConfig:
     # A single audio chunk above this is refused (non-fatal): ~16 s of 48 kHz stereo.
     max_audio_chunk_bytes: int = 3 * 1024 * 1024
     cache_dir: Path = field(default_factory=default_cache_dir)
-    device: str = "cpu"
+    backend: str = "torch"          # renderer: torch | onnxruntime | tensorrt (render/backends)
+    device: str = "cpu"             # torch: cpu, cuda; onnxruntime: cpu, cuda, tensorrt-ep; tensorrt: cuda
     render_threads: int = 2
     # Admission control (see runtime/capacity.py). A frame costs fixed + per-megapixel ms of one
     # render thread; 0 = measure both at start-up on this machine and backend.

@@ -35,6 +35,9 @@ def server(cache_dir):
     srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, max_sessions=6, drain_seconds=1.0))
     srv.start()
     srv.runtime.store.ensure_default()
+    from lpm_npc.performance.direction import warm_up
+
+    warm_up()  # as `lpm-npc serve` does before it says SERVING (loading it would stall live streams)
     yield srv
     srv.stop()
 

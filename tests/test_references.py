@@ -77,13 +77,11 @@ def _frame(clip: str, index: int) -> np.ndarray:
 
 
 def _render(renderer, prepared, interior, size: int, **w: float) -> np.ndarray:
-    """Render with the given interior (the renderer does not pass one itself yet)."""
-    orig = renderer_mod.composite_mouth
-    renderer_mod.composite_mouth = lambda c, o, pl, col, *a, **k: mouth_mod.composite_mouth(c, o, pl, col, interior)
-    try:
-        return renderer.render(prepared, MotionFrame.from_dict(0.0, w).values[None], size, size)[0]
-    finally:
-        renderer_mod.composite_mouth = orig
+    """Render with the given interior (None = the drawn one) in place of the rig's own."""
+    import dataclasses
+
+    p = dataclasses.replace(prepared, mouth_interior=interior, still={})
+    return renderer.render(p, MotionFrame.from_dict(0.0, w).values[None], size, size)[0]
 
 
 # ---------------------------------------------------------------- always run (packaged data)

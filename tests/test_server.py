@@ -46,7 +46,7 @@ def test_health_reflection_and_info(server, client):
     assert client.health.Check(health_pb2.HealthCheckRequest(service="lpm_npc.v1.NpcService")).status == \
         health_pb2.HealthCheckResponse.SERVING
     info = client.server_info()
-    assert info.version and "torch-cpu" in info.backends
+    assert info.version and "torch:cpu" in info.backends and info.active_backend
     assert info.max_width == 1024 and 30 in info.supported_fps
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -427,7 +427,7 @@ def test_stereo_48k_npc_audio_over_the_stream(client, npc_speech):
 
 def test_resume_token_continues_the_emotion(client):
     idx = None
-    with client.perform(width=64, fps=30, send_rig=True) as stream:
+    with client.perform(width=64, fps=30, send_rig=True, rig_format="native") as stream:
         first = collect(stream, max_frames=1)
         idx = list(first.started.rig_channel_names).index("frown")
         stream.set_state(Phase.IDLE, Emotion.SAD, 1.0, 100)
@@ -435,9 +435,9 @@ def test_resume_token_continues_the_emotion(client):
         token = first.started.resume_token
     assert sad.rigs[-1].weights[idx] > 0.2
     time.sleep(0.3)  # the server stores the state when the stream closes
-    with client.perform(width=64, fps=30, send_rig=True, resume_token=token) as stream:
+    with client.perform(width=64, fps=30, send_rig=True, rig_format="native", resume_token=token) as stream:
         resumed = collect(stream, max_frames=3)
-    with client.perform(width=64, fps=30, send_rig=True) as stream:
+    with client.perform(width=64, fps=30, send_rig=True, rig_format="native") as stream:
         fresh = collect(stream, max_frames=3)
     assert resumed.rigs[0].weights[idx] > 0.2
     assert fresh.rigs[0].weights[idx] < 0.1

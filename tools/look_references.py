@@ -77,16 +77,10 @@ def pick_frames(path: Path, landmarker: FaceLandmarker, step: int = 3) -> tuple[
 
 
 def render_pose(renderer, prepared, size: int, weights: dict, interior) -> np.ndarray:
-    orig = renderer_mod.composite_mouth
+    import dataclasses
 
-    def with_interior(canvas, origin, plan, colours, *args, **kwargs):
-        return mouth_mod.composite_mouth(canvas, origin, plan, colours, interior)
-
-    renderer_mod.composite_mouth = with_interior  # until the renderer passes p.mouth_interior itself
-    try:
-        return renderer.render(prepared, MotionFrame.from_dict(0.0, weights).values[None], size, size)[0][..., :3]
-    finally:
-        renderer_mod.composite_mouth = orig
+    p = dataclasses.replace(prepared, mouth_interior=interior, still={})  # None = the drawn interior
+    return renderer.render(p, MotionFrame.from_dict(0.0, weights).values[None], size, size)[0][..., :3]
 
 
 def main() -> None:

@@ -40,9 +40,10 @@ class PerformanceConfig:
     """Tunable behaviour of one NPC's performance (all times in seconds)."""
 
     lookahead_s: float = 0.08              # NPC audio used ahead of the frame time
+    lipsync: str = "learned"               # "learned" (ONNX network; falls back to "signal" if missing) or "signal"
     blink_rate_per_min: float = 16.0
-    head_motion_deg: float = 1.0           # idle micro-motion amplitude
-    speaking_head_scale: float = 1.6       # head motion multiplier while speaking
+    head_motion_deg: float = 1.4           # idle micro-motion amplitude (yaw spread lands in the 1-6 deg human range)
+    speaking_head_scale: float = 1.8       # head motion multiplier while speaking
     jaw_gain: float = 0.7
     anticipation_s: float = 0.03           # mouth leads the sound
     coarticulation_s: float = 0.02         # Gaussian blur of mouth targets
@@ -101,7 +102,7 @@ class PerformanceModel:
         self._idle = IdleMotion(IdleConfig(blink_rate_per_min=self.cfg.blink_rate_per_min,
                                            head_micro_deg=self.cfg.head_motion_deg), self.seed)
         self._rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x6E57]))
-        self._npc = NpcTimeline()
+        self._npc = NpcTimeline(lipsync=self.cfg.lipsync)
         self._last_late_event_s = -1e9
         self._player = PlayerListener(self.cfg.vad)
         self._designer_phase = Phase.IDLE
@@ -133,7 +134,7 @@ class PerformanceModel:
         start, skip, late = self._npc.place(x.size, now_s, start_s)
         x = x[skip:]
         if x.size:
-            self._npc.push(x, start)
+            self._npc.push(x, start, text=text)
         if late > 0 and now_s - self._last_late_event_s >= 1.0:  # at most one event a second
             self._last_late_event_s = now_s
             self._events.append(PerformanceEvent(

@@ -4,6 +4,12 @@ Audio is placed on a 16 kHz sample grid (t = sample / 16000 s). Chunks are turne
 rows by one causal FeatureExtractor as they arrive and into mouth/prosody target rows by the
 ArticulationTracker; only those rows are kept (a bounded ring: rows behind the playhead are
 trimmed), never the samples.
+
+With `lipsync="learned"` the jaw / round / spread / press columns come from the learned network
+(lipsync_model), optionally sharpened by the line's text (text_align). The network reads
+`lookahead` hops of audio after a row, so the last `lookahead` rows of the queued audio are
+provisional (computed as if silence followed, which is exact at the end of a line) and are
+recomputed when the next contiguous chunk arrives.
 """
 
 from __future__ import annotations
@@ -14,7 +20,13 @@ import numpy as np
 
 from lpm_npc.audio.features import HOP, RATE, WIN, FeatureExtractor, row_time
 from lpm_npc.errors import InvalidInputError
-from lpm_npc.performance.lipsync import NUM_TARGETS, ArticulationTracker
+from lpm_npc.performance.lipsync import NUM_TARGETS, ArticulationTracker, T
+from lpm_npc.performance.lipsync_model import (
+    StreamingVisemes,
+    shared_net,
+    visemes_to_targets,
+)
+from lpm_npc.performance.text_align import LineAligner
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +119,18 @@ class RowRing:
 class NpcTimeline:
     """Placement of NPC chunks on the timeline, their target rows and the speech intervals."""
 
-    def __init__(self) -> None:
+    def __init__(self, lipsync: str = "learned") -> None:
+        if lipsync not in ("learned", "signal"):
+            raise InvalidInputError(f"lipsync must be 'learned' or 'signal', got {lipsync!r}")
+        self.net = shared_net() if lipsync == "learned" else None
+        self.lipsync = "learned" if self.net is not None else "signal"
         self.extractor = FeatureExtractor()
         self.tracker = ArticulationTracker()
         self.rows = RowRing(NUM_TARGETS)
+        self._visemes: StreamingVisemes | None = None
+        self._final_g = 0                                  # first row whose learned columns are provisional
+        self._tail = np.zeros((0, NUM_TARGETS), np.float32)  # tracker rows of the provisional hops
+        self.aligner: LineAligner | None = None            # the current line's text alignment
         self._ext_start = 0            # global sample index of the extractor's first sample
         self._end: int | None = None   # global sample index where fed audio ends
         self.intervals: list[list[float]] = []  # [start_s, end_s] of placed audio, merged
@@ -150,8 +170,13 @@ class NpcTimeline:
                 f"(max {MAX_AHEAD_S:.0f} s): push it closer to when it plays")
         return start, skip, late
 
-    def push(self, samples: np.ndarray, start: int) -> None:
-        """Feed a placed chunk (16 kHz float32) starting at global sample `start`."""
+    def push(self, samples: np.ndarray, start: int, text: str = "", text_voice: str | None = None) -> None:
+        """Feed a placed chunk (16 kHz float32) starting at global sample `start`.
+
+        `text` (learned lip-sync only): the line this audio speaks; a new text starts a new line
+        alignment, the same text or none continues the current one.
+        """
+        restarted = self._end is None or start > self._end + _RESET_GAP
         if self._end is not None and start > self._end:
             gap = start - self._end
             if gap <= _RESET_GAP:
@@ -161,6 +186,11 @@ class NpcTimeline:
                 self._restart(start)
         elif self._end is None:
             self._restart(start)
+        if self.net is not None:
+            if text and (restarted or self.aligner is None or text != self.aligner.text):
+                self.aligner = LineAligner.for_text(text, voice=text_voice)
+            elif restarted and not text:
+                self.aligner = None
         self._feed(samples)
         s0, s1 = start / RATE, (start + samples.size) / RATE
         if self.intervals and s0 - self.intervals[-1][1] <= 0.01:
@@ -171,6 +201,10 @@ class NpcTimeline:
     def _restart(self, start: int) -> None:
         aligned = start - start % HOP
         self.extractor.reset()
+        if self.net is not None:
+            self._visemes = StreamingVisemes(self.net)
+            self._final_g = aligned // HOP
+            self._tail = np.zeros((0, NUM_TARGETS), np.float32)
         self._ext_start = aligned
         self._end = aligned
         if start > aligned:
@@ -182,8 +216,29 @@ class NpcTimeline:
         g0 = self._ext_start // HOP + self.extractor.rows_emitted
         feats = self.extractor.push(x)
         self._end += x.size
-        if feats.shape[0]:
+        if self._visemes is not None:
+            self._feed_learned(x, self.tracker.rows(feats) if feats.shape[0] else None)
+        elif feats.shape[0]:
             self.rows.append(g0, self.tracker.rows(feats))
+
+    def _feed_learned(self, x: np.ndarray, tracker_rows: np.ndarray | None) -> None:
+        """Replace the provisional rows: final ones for the hops now `lookahead` behind, the rest provisional."""
+        if tracker_rows is None:   # no hop completed: nothing changes
+            self._visemes.push(x)
+            return
+        final, prov = self._visemes.push_with_provisional(x)
+        rows = np.concatenate([self._tail, tracker_rows])
+        if self.aligner is not None:
+            final = self.aligner.update(final)
+            prov = self.aligner.peek(prov)
+        post = np.concatenate([final, prov])
+        n = min(rows.shape[0], post.shape[0])
+        rows[:n, :4] = visemes_to_targets(post[:n], rows[:n, T["active"]])
+        self.rows.truncate_from(self._final_g)
+        self.rows.append(self._final_g, rows)
+        k = final.shape[0]
+        self._final_g += k
+        self._tail = rows[k:].copy()
 
     def window(self, t_lo: float, t_hi: float) -> tuple[np.ndarray, np.ndarray]:
         """Target rows centred in [t_lo, t_hi] and their centre times."""
@@ -217,3 +272,4 @@ class NpcTimeline:
         self.intervals = kept
         if self._end is not None and self._end > cut:
             self._end = None  # the next chunk restarts the extractor
+            self.aligner = None

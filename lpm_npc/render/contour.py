@@ -56,17 +56,21 @@ def height_table(frame: Frame, contours: list[np.ndarray]) -> np.ndarray:
     uv = [frame.uv(pts) for pts in contours]
     U = np.stack([a for a, _ in uv], 1)                               # (N, C, K)
     V = np.stack([b for _, b in uv], 1)
+    N, C, K = U.shape
     order = np.argsort(U, axis=-1)
-    U = np.take_along_axis(U, order, -1)
-    V = np.take_along_axis(V, order, -1)
-    K = U.shape[-1]
-    idx = np.clip((TABLE_U[:, None] >= U[:, :, None, :]).sum(-1), 1, K - 1)   # (N, C, T)
-    u0 = np.take_along_axis(U, idx - 1, -1)
-    u1 = np.take_along_axis(U, idx, -1)
-    v0 = np.take_along_axis(V, idx - 1, -1)
-    v1 = np.take_along_axis(V, idx, -1)
+    R = N * C
+    flat = (order + (np.arange(R) * K).reshape(N, C, 1)).reshape(-1)
+    U = U.reshape(-1)[flat]                                            # sorted per row, flattened
+    V = V.reshape(-1)[flat]
+    # one searchsorted for every row: rows are shifted apart (|u| stays far below the shift)
+    shift = np.repeat(np.arange(R, dtype=np.float64) * 1e4, K)
+    rows = np.arange(R)[:, None] * 1e4
+    cnt = np.searchsorted(U + shift, (TABLE_U[None, :] + rows).reshape(-1), side="right").reshape(R, -1)
+    base = (np.arange(R) * K)[:, None]
+    idx = np.clip(cnt - base, 1, K - 1) + base                       # (R, T) flat index of the upper knot
+    u0, u1, v0, v1 = U[idx - 1], U[idx], V[idx - 1], V[idx]
     t = np.clip((TABLE_U - u0) / np.maximum(u1 - u0, 1e-6), 0.0, 1.0)
-    return (v0 + t * (v1 - v0))[:, :, None].astype(np.float32)
+    return (v0 + t * (v1 - v0)).reshape(N, C, 1, -1).astype(np.float32)
 
 
 _PIXELS: dict[tuple[int, int, str], torch.Tensor] = {}

@@ -15,7 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lpm_npc.render.contour import TABLE_U, Frame, height_table, lookup, pixel_table, ramp, smoothstep
+from lpm_npc.render.contour import (
+    TABLE_U,
+    Frame,
+    height_table,
+    lookup,
+    pixel_table,
+    ramp,
+    smoothstep,
+)
 
 
 def lid_colours(image: np.ndarray, landmarks: np.ndarray, eye_upper: np.ndarray) -> np.ndarray:

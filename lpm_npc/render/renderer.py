@@ -12,11 +12,20 @@ Only the part of the frame that moves is resampled: every output size has a cach
 whose backward map differs from the identity plus the boxes of active layers, then pastes that
 box into a copy of the still frame. Pixels outside the box are exactly what the full warp would
 give there (the identity map).
+
+Batching: `render_many` takes any mix of rigs and output sizes, groups the requests by output size
+and matte, then by rig, and renders each group in one batched call. The numeric core (motion ->
+deformed vertices -> coarse backward map -> sampled crop) is written once, in export-friendly torch
+(`geometry_core`, `sample_core`): the eager renderer runs it directly and
+`lpm_npc.render.backends` exports the same functions to ONNX (onnxruntime / TensorRT backends).
+On CPU the coarse backward map is only computed on the part of the coarse grid that moves (the
+rest is the identity, as it is in the full computation up to displacements below ACTIVE_EPS).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,9 +37,19 @@ import torch.nn.functional as F
 from lpm_npc.character.geometry import TERM_INDEX, TERMS
 from lpm_npc.character.rig import CharacterRig
 from lpm_npc.errors import InvalidInputError
-from lpm_npc.performance.motion import CHANNEL_INDEX, MOTION_CHANNELS, NUM_CHANNELS, clip_motion
-from lpm_npc.render.eyes import build_eye_textures, composite_eyes, lid_colours, plan_eyes
-from lpm_npc.render.mouth import composite_mouth, plan_mouth
+from lpm_npc.performance.motion import (
+    CHANNEL_INDEX,
+    MOTION_CHANNELS,
+    NUM_CHANNELS,
+    clip_motion,
+)
+from lpm_npc.render.eyes import (
+    build_eye_textures,
+    composite_eyes,
+    lid_colours,
+    plan_eyes,
+)
+from lpm_npc.render.mouth import InteriorTexture, composite_mouth, plan_mouth, prepare_interior
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +60,7 @@ GAZE_RANGE = (0.75, 0.45)  # iris travel at |gaze| = 1, in iris radii (x, y)
 # yaw/pitch parallax per vertex is softly capped at this share of the face width: realistic head
 # motion (|yaw| <= 8, |pitch| <= 6 degrees) stays nearly linear, large angles degrade gracefully
 HEAD_CAP = 0.15
+_DEG = math.pi / 180.0
 ACTIVE_EPS = 0.02  # px of backward displacement below which a coarse grid point counts as still
 
 
@@ -76,6 +96,31 @@ class PreparedRig:
     iris_radii: np.ndarray           # (2,) crop px
     rest_corners: np.ndarray         # (2, 2, 2) crop px: per eye, the upper lid's two corners
     still: dict = field(default_factory=dict)  # (N, width, height, alpha) -> cached still frame
+    grid_vertex: torch.Tensor | None = None   # (3, G, G) long vertex ids of the triangle of each grid point
+    grid_bary: torch.Tensor | None = None     # (3, G, G) float32 barycentric weights
+    rest_np: np.ndarray | None = None         # (V, 2) float32 rest positions (host copy)
+    ring_box_np: np.ndarray | None = None     # (V, 4) host copy of ring_box
+    host: dict = field(default_factory=dict)  # backend-specific host copies (e.g. numpy inputs of an ONNX graph)
+    mouth_interior: InteriorTexture | None = None  # from an open-mouth reference image, else drawn
+
+    @property
+    def topology(self) -> tuple[int, int, int, int]:
+        """(V, K, G, M): shapes shared by every rig that one exported graph can serve."""
+        return (int(self.rest.shape[0]), int(self.basis.shape[0]), int(self.grid_size), int(self.helper_ids.shape[0]))
+
+
+@dataclass
+class RenderRequest:
+    """One frame to render in a `Renderer.render_many` call."""
+
+    prepared: PreparedRig
+    motion: np.ndarray      # (NUM_CHANNELS,) float32
+    width: int
+    height: int
+    alpha_matte: bool = False
+    # optional output conversions done by the renderer (on the GPU on the torch CUDA path):
+    bgra: bool = False      # swap R and B (RGBA -> BGRA)
+    flip_y: bool = False    # first row = bottom of the image
 
 
 class Renderer(Protocol):
@@ -85,6 +130,8 @@ class Renderer(Protocol):
 
     def render(self, prepared: PreparedRig, motion: np.ndarray, width: int, height: int,
                alpha_matte: bool = False) -> np.ndarray: ...
+
+    def render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]: ...
 
 
 # ---------------------------------------------------------------- motion -> terms
@@ -104,8 +151,8 @@ def _term_tables() -> tuple[np.ndarray, np.ndarray]:
         for j, n in enumerate(names):
             idx[i, j] = CHANNEL_INDEX[n] + 1
     M = np.zeros((1 + C + len(_PRODUCTS), K), np.float32)
-    ch = lambda n: 1 + CHANNEL_INDEX[n]  # noqa: E731
-    pr = lambda *n: 1 + C + _PRODUCTS.index(tuple(n))  # noqa: E731
+    ch = lambda n: 1 + CHANNEL_INDEX[n]
+    pr = lambda *n: 1 + C + _PRODUCTS.index(tuple(n))
     M[0, TERM_INDEX["bias"]] = 1.0
     M[ch("jaw_open"), TERM_INDEX["jaw_eff"]] = 1.0
     M[pr("jaw_open", "lips_press"), TERM_INDEX["jaw_eff"]] = -1.0
@@ -147,7 +194,7 @@ def motion_to_terms(m: torch.Tensor) -> torch.Tensor:
 
 def rotation_matrices(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
     """(B, 3, 3) rotations in image axes (x right, y down, z away from the camera); angles in degrees."""
-    y, p, r = (torch.deg2rad(a) for a in (yaw, pitch, roll))
+    y, p, r = (a * _DEG for a in (yaw, pitch, roll))
     cy, sy, cp, sp, cr, sr = torch.cos(y), torch.sin(y), torch.cos(p), torch.sin(p), torch.cos(r), torch.sin(r)
     one, zero = torch.ones_like(y), torch.zeros_like(y)
     # yaw > 0: points in front of the pivot (z < 0) move right
@@ -163,7 +210,7 @@ class _Pose:
     """Per-frame head pose terms shared by every deformation of the frame."""
 
     def __init__(self, motion: torch.Tensor, cap: float):
-        ang = torch.deg2rad(motion[:, -3:])           # yaw, pitch, roll
+        ang = motion[:, -3:] * _DEG                   # yaw, pitch, roll
         c, s = torch.cos(ang), torch.sin(ang)
         cy, cp, cr = c.unbind(1)
         sy, sp, sr = s.unbind(1)
@@ -173,7 +220,7 @@ class _Pose:
         self.roll = torch.stack([cr - 1, sr, -sr, cr - 1], -1).view(-1, 2, 2)  # row-vector form of Rz - I
         self.cap = cap
 
-    def repeat(self, n: int) -> "_Pose":
+    def repeat(self, n: int) -> _Pose:
         out = _Pose.__new__(_Pose)
         out.A, out.roll, out.cap = self.A.repeat(n, 1, 1), self.roll.repeat(n, 1, 1), self.cap
         return out
@@ -191,6 +238,142 @@ def _deform(terms: torch.Tensor, basis: torch.Tensor, rest: torch.Tensor, hw: to
     par = par * (1.0 + mag2 * mag2).pow(-0.25)
     p1 = pe + par
     return p1 + ((p1 - pivot[:2]) @ pose.roll) * hw
+
+
+# ---------------------------------------------------------------- the numeric core (export-friendly)
+def _validate_motion(motion: np.ndarray) -> np.ndarray:
+    m = np.asarray(motion, np.float32)
+    if m.ndim == 1:
+        m = m[None]
+    if m.ndim != 2 or m.shape[1] != NUM_CHANNELS:
+        raise InvalidInputError(f"motion must be (B, {NUM_CHANNELS}), got {m.shape}")
+    return clip_motion(np.nan_to_num(m)).astype(np.float32, copy=False)
+
+
+def _validate_size(width: int, height: int) -> tuple[int, int]:
+    width, height = int(width), int(height)
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise InvalidInputError(f"frame size {width}x{height} out of range {MIN_SIDE}..{MAX_SIDE}")
+    return width, height
+
+
+_MASKS: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _term_masks(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K,) one-hot of the bias term and (K,) mask that zeroes the blink terms (cached per device)."""
+    key = str(device)
+    t = _MASKS.get(key)
+    if t is None:
+        bias = torch.zeros(len(TERMS))
+        bias[TERM_INDEX["bias"]] = 1.0
+        keep = torch.ones(len(TERMS))
+        keep[_BLINK_TERMS] = 0.0
+        t = _MASKS[key] = (bias.to(device), keep.to(device))
+    return t
+
+
+def deform_core(motion: torch.Tensor, rest: torch.Tensor, basis: torch.Tensor, head_weight: torch.Tensor,
+                pivot: torch.Tensor, helper_ids: torch.Tensor, helper_basis: torch.Tensor,
+                cap: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """motion (B, C) -> posed vertices (B, V, 2) and helper vertices (2B, M, 2), crop px.
+
+    Helper poses: teeth hang from the inner upper lip without expression (bias + head only); lids
+    cover the eye from where the upper lid would be without blinking.
+    """
+    pose = _Pose(motion, cap)
+    terms = motion_to_terms(motion)
+    pos = _deform(terms, basis, rest, head_weight, pivot, pose)
+    bias, keep = _term_masks(motion.device)
+    neutral = torch.zeros_like(terms) + bias
+    no_blink = terms * keep
+    helper = _deform(torch.cat([neutral, no_blink]), helper_basis, rest[helper_ids], head_weight[helper_ids], pivot,
+                     pose.repeat(2))
+    return pos, helper
+
+
+def backward_core(pos: torch.Tensor, rest2: torch.Tensor, grid_vertex: torch.Tensor, grid_bary: torch.Tensor,
+                  base: torch.Tensor, cell: torch.Tensor | float) -> torch.Tensor:
+    """Coarse backward map (B, 2, h, w), crop px, on a (sub)grid of the coarse grid.
+
+    grid_vertex / grid_bary (3, h, w) and base (1, 2, h, w) are that (sub)grid's part of the rig's
+    tables; `cell` is the grid spacing in crop px. The forward field is gathered from the vertex
+    displacements (barycentric weights); it is inverted by Newton steps with its finite-difference
+    Jacobian (a fixed-point iteration stalls where the face slides over still anchors). Folds
+    (det <= 0.1) are damped rather than followed. A subgrid must keep >= 3 still points on every
+    side that is not the border of the full grid (its edge values then equal the full grid's).
+    """
+    B = pos.shape[0]
+    h, w = grid_vertex.shape[1], grid_vertex.shape[2]
+    n = h * w
+    disp = (pos - rest2).transpose(1, 2).reshape(B * 2, -1)                   # (2B, V): x rows, y rows
+    gv = grid_vertex.reshape(3, n)
+    gb = grid_bary.reshape(3, n)
+    fld = (disp.index_select(1, gv[0]) * gb[0] + disp.index_select(1, gv[1]) * gb[1]
+           + disp.index_select(1, gv[2]) * gb[2]).view(B, 2, h, w)
+    inv2h = 0.5 / cell
+    px = F.pad(fld, (1, 1, 1, 1), mode="replicate")
+    gx = (px[:, :, 1:-1, 2:] - px[:, :, 1:-1, :-2]) * inv2h                 # d field / dx
+    gy = (px[:, :, 2:, 1:-1] - px[:, :, :-2, 1:-1]) * inv2h                 # d field / dy
+    # inverse Jacobian of x -> x + field(x): [[a, b], [c, d]]^-1 = [[d, -b], [-c, a]] / det; the
+    # sampled channels are fld, (d, c, b, a) / det and a step is (d rx - b ry, a ry - c rx)
+    a, b, c, d = gx[:, 0:1] + 1, gy[:, 0:1], gx[:, 1:2], gy[:, 1:2] + 1
+    rdet = 1.0 / (a * d - b * c).clamp_min(0.1)
+    f6 = torch.cat([fld, torch.cat([d, c, b, a], 1) * rdet], 1)               # (B, 6, h, w)
+    lo = base[:, :, :1, :1]
+    scale = 2.0 / (base[:, :, -1:, -1:] - lo)
+    x = base - fld
+    lim = 4.0 * cell
+    for _ in range(NEWTON_STEPS):
+        smp = F.grid_sample(f6, ((x - lo) * scale - 1).permute(0, 2, 3, 1), mode="bilinear",
+                            padding_mode="border", align_corners=True)
+        r = x + smp[:, :2] - base
+        rx, ry = r[:, 0:1], r[:, 1:2]
+        step = torch.cat([smp[:, 2:3] * rx - smp[:, 4:5] * ry, smp[:, 5:6] * ry - smp[:, 3:4] * rx], 1)
+        x = x - step.clamp(-lim, lim)
+    return x
+
+
+def geometry_core(motion: torch.Tensor, rest: torch.Tensor, basis: torch.Tensor, head_weight: torch.Tensor,
+                  pivot: torch.Tensor, helper_ids: torch.Tensor, helper_basis: torch.Tensor,
+                  grid_vertex: torch.Tensor, grid_bary: torch.Tensor, base: torch.Tensor,
+                  params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-frame geometry on the full coarse grid: (pos (B, V, 2), helper (2B, M, 2), x (B, 2, G, G)).
+
+    params (2,) float32: head-parallax cap (crop px), coarse grid spacing (crop px). Every rig tensor
+    is an input, so one traced / exported graph serves every character of the same topology.
+    """
+    pos, helper = deform_core(motion, rest, basis, head_weight, pivot, helper_ids, helper_basis, params[0])
+    x = backward_core(pos, rest[:, :2], grid_vertex, grid_bary, base, params[1])
+    return pos, helper, x
+
+
+def sample_core(x: torch.Tensor, texture: torch.Tensor, ogrid: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """Coarse backward map x (B, 2, G, G) crop px -> sampled crop (B, C, h, w) float 0..255.
+
+    texture (1, C, s, s) float 0..255; ogrid (1, h, w, 2) normalised positions of the crop's output
+    pixels on the coarse grid; norm (1,) = 2 / (crop size - 1).
+    """
+    B = x.shape[0]
+    grid = F.grid_sample(x * norm - 1, ogrid.expand(B, -1, -1, -1), mode="bilinear", padding_mode="border",
+                         align_corners=True).permute(0, 2, 3, 1)
+    return F.grid_sample(texture.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                         align_corners=True)
+
+
+@dataclass
+class _Group:
+    """Host-side plan of one batched call (one rig, one output size)."""
+
+    B: int
+    N: int
+    width: int
+    height: int
+    alpha: bool
+    region: tuple[int, int, int, int] | None   # output px x0, y0, x1, y1 of the warped box (None: still frame)
+    grid_box: tuple[int, int, int, int] | None  # coarse rows y0:y1, cols x0:x1 that move (None: nothing moves)
+    eye_plan: object
+    mouth_plan: object
 
 
 def _cv2_threads() -> None:
@@ -224,6 +407,9 @@ class TorchRenderer:
         self.name = f"torch-{self.device.type}"
         self._grids: dict[tuple[int, int, int, str], torch.Tensor] = {}
         self.cpu_remap = True
+        # compute the coarse backward map only where the mesh moves (a host decision: CPU only, where
+        # reading the moving box costs nothing; on a GPU the full grid is cheaper than a sync)
+        self.subgrid = self.device.type == "cpu"
 
     # The CPU path warps with cv2.remap on a uint8 texture; the torch path (grid_sample) serves CUDA and
     # can be forced on CPU (tests compare the two).
@@ -266,14 +452,15 @@ class TorchRenderer:
         helper = np.concatenate([g.mouth_upper, g.eye_upper.reshape(-1)]).astype(np.int64)
         K = g.basis.shape[0]
         f32 = dict(dtype=torch.float32, device=dev)
-        return PreparedRig(
+        ring = _ring_boxes(g.vertices, g.triangles)
+        prepared = PreparedRig(
             size=S, device=dev, textures=levels, plate=plate_t, iris_rgba=iris_rgba,
             rest=torch.as_tensor(g.vertices, **f32),
             basis=torch.as_tensor(g.basis.reshape(K, -1), **f32),
             head_weight=torch.as_tensor(g.head_weight, **f32)[:, None],
             pivot=torch.as_tensor(g.pivot, **f32), grid_size=G, field_matrix=W,
             base_grid_cf=torch.stack([gx, gy], 0)[None].contiguous().to(dev),
-            ring_box=torch.as_tensor(_ring_boxes(g.vertices, g.triangles), **f32),
+            ring_box=torch.as_tensor(ring, **f32),
             helper_ids=torch.as_tensor(helper, device=dev),
             helper_basis=torch.as_tensor(g.basis[:, helper].reshape(K, -1), **f32),
             mouth_upper=torch.as_tensor(g.mouth_upper, dtype=torch.long, device=dev),
@@ -285,7 +472,16 @@ class TorchRenderer:
             lid_colours=torch.as_tensor(lid_colours(rig.image, rig.landmarks, g.eye_upper), **f32),
             mouth_width=float(g.scales[0]), face_width=float(g.scales[2]),
             iris_radii=np.asarray(g.iris[:, 2], np.float64),
-            rest_corners=np.asarray(g.vertices[g.eye_upper[:, [0, -1]], :2], np.float64))
+            rest_corners=np.asarray(g.vertices[g.eye_upper[:, [0, -1]], :2], np.float64),
+            grid_vertex=torch.as_tensor(np.ascontiguousarray(g.grid_vertex.reshape(G, G, 3).transpose(2, 0, 1), np.int64),
+                                        device=dev),
+            grid_bary=torch.as_tensor(np.ascontiguousarray(g.grid_bary.reshape(G, G, 3).transpose(2, 0, 1)), **f32),
+            rest_np=np.ascontiguousarray(g.vertices[:, :2], np.float32), ring_box_np=ring,
+            mouth_interior=prepare_interior(getattr(rig, "mouth_interior", None), dev))
+        prepared.host.update(
+            eye_upper=np.asarray(g.eye_upper, np.int64).reshape(-1), eye_lower=np.asarray(g.eye_lower, np.int64).reshape(-1),
+            mouth_upper=np.asarray(g.mouth_upper, np.int64), mouth_lower=np.asarray(g.mouth_lower, np.int64))
+        return prepared
 
     # ------------------------------------------------------------------ per frame
     def vertex_positions(self, p: PreparedRig, motion: torch.Tensor,
@@ -296,51 +492,44 @@ class TorchRenderer:
         return _deform(terms, p.basis, p.rest, p.head_weight, p.pivot, _Pose(motion, HEAD_CAP * p.face_width))
 
     def backward_map(self, p: PreparedRig, pos: torch.Tensor) -> torch.Tensor:
-        """Coarse backward map (B, 2, G, G) in crop px: the source point of every coarse grid point.
-
-        The forward field lives on the grid (sparse barycentric matmul); it is inverted by Newton
-        steps with its finite-difference Jacobian (a fixed-point iteration stalls where the face
-        slides over still anchors). Folds (det <= 0.1) are damped rather than followed.
-        """
-        B = pos.shape[0]
-        G = p.grid_size
-        disp = (pos - p.rest[None, :, :2]).permute(1, 2, 0).reshape(-1, 2 * B)   # (V, 2B)
-        fld = (p.field_matrix @ disp).view(G, G, 2, B).permute(3, 2, 0, 1)        # (B, 2, G, G)
-        inv2h = 0.5 * (G - 1) / (p.size - 1)
-        px = F.pad(fld, (1, 1, 1, 1), mode="replicate")
-        gx = (px[:, :, 1:-1, 2:] - px[:, :, 1:-1, :-2]) * inv2h                 # d field / dx
-        gy = (px[:, :, 2:, 1:-1] - px[:, :, :-2, 1:-1]) * inv2h                 # d field / dy
-        # inverse Jacobian of x -> x + field(x): [[a, b], [c, d]]^-1 = [[d, -b], [-c, a]] / det, stored by
-        # columns (first column, then second) so that a step is col0 * rx + col1 * ry
-        a, b, c, d = gx[:, 0:1] + 1, gy[:, 0:1], gx[:, 1:2], gy[:, 1:2] + 1
-        det = (a * d - b * c).clamp_min_(0.1)
-        f6 = torch.cat([fld, torch.cat([d, -c, -b, a], 1) / det], 1)           # (B, 6, G, G)
-        y = p.base_grid_cf
-        x = y - fld
-        norm = 2.0 / (p.size - 1)
-        lim = 2.0 / inv2h
-        for _ in range(NEWTON_STEPS):
-            smp = F.grid_sample(f6, (x * norm - 1).permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
-                                align_corners=True)
-            r = x + smp[:, :2] - y
-            step = smp[:, 2:4] * r[:, 0:1] + smp[:, 4:6] * r[:, 1:2]
-            x = x - step.clamp_(-lim, lim)
-        return x
+        """Coarse backward map (B, 2, G, G) in crop px on the full grid (see `backward_core`)."""
+        return backward_core(pos, p.rest[:, :2], p.grid_vertex, p.grid_bary, p.base_grid_cf,
+                             (p.size - 1) / (p.grid_size - 1))
 
     def render(self, prepared: PreparedRig, motion: np.ndarray, width: int, height: int,
                alpha_matte: bool = False) -> np.ndarray:
         """Render (B, height, width, 4) uint8 RGBA frames for motion (B, NUM_CHANNELS)."""
-        width, height = int(width), int(height)
-        if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
-            raise InvalidInputError(f"frame size {width}x{height} out of range {MIN_SIDE}..{MAX_SIDE}")
-        m = np.asarray(motion, np.float32)
-        if m.ndim == 1:
-            m = m[None]
-        if m.ndim != 2 or m.shape[1] != NUM_CHANNELS:
-            raise InvalidInputError(f"motion must be (B, {NUM_CHANNELS}), got {m.shape}")
-        m = clip_motion(np.nan_to_num(m))
+        width, height = _validate_size(width, height)
+        m = _validate_motion(motion)
         with torch.inference_mode():
-            return self._render(prepared, torch.from_numpy(m).to(prepared.device), m, width, height, alpha_matte)
+            return self._render_group(prepared, m, width, height, bool(alpha_matte))
+
+    def render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]:
+        """One (H, W, 4) uint8 frame per request, any mix of rigs and sizes.
+
+        Requests are grouped by (size, matte, conversions) and then by rig; each group is one batched call.
+        """
+        groups: dict[tuple, dict[int, list[int]]] = {}
+        rigs: dict[int, PreparedRig] = {}
+        motions = []
+        for i, rq in enumerate(requests):
+            w, h = _validate_size(rq.width, rq.height)
+            m = _validate_motion(rq.motion)
+            if m.shape[0] != 1:
+                raise InvalidInputError(f"a RenderRequest holds one motion ({NUM_CHANNELS},), got {np.shape(rq.motion)}")
+            motions.append(m[0])
+            key = (w, h, bool(rq.alpha_matte), bool(getattr(rq, "bgra", False)), bool(getattr(rq, "flip_y", False)))
+            rigs[id(rq.prepared)] = rq.prepared
+            groups.setdefault(key, {}).setdefault(id(rq.prepared), []).append(i)
+        out: list[np.ndarray | None] = [None] * len(requests)
+        with torch.inference_mode():
+            for (w, h, alpha, bgra, flip), by_rig in groups.items():
+                for rid, idx in by_rig.items():
+                    frames = self._render_group(rigs[rid], np.stack([motions[i] for i in idx]), w, h, alpha,
+                                                bgra=bgra, flip_y=flip)
+                    for j, i in enumerate(idx):
+                        out[i] = frames[j]
+        return out  # type: ignore[return-value]
 
     def _texture(self, p: PreparedRig, N: int) -> torch.Tensor:
         tex = p.textures[0]
@@ -351,10 +540,9 @@ class TorchRenderer:
 
     def _still(self, p: PreparedRig, N: int, width: int, height: int, alpha: bool):
         """The reference resampled to the output (identity map): (H, W, 4) uint8, numpy on CPU."""
-        key = (N, width, height, alpha, self._cv2_path(p))
+        key = (N, width, height, alpha, self._cv2_path(p), self.name)
         still = p.still.get(key)
         if still is None:
-            grid = self._output_grid(N, width, height, p.device)
             tex = self._texture(p, N)
             if self._cv2_path(p):  # the same path as the per-frame warp, with the identity map
                 import cv2
@@ -365,7 +553,7 @@ class TorchRenderer:
                 still = cv2.remap(self._texture_u8(p, side, alpha), maps[0, 0], maps[0, 1], cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
             else:
-                img = F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=True)
+                img = self._sample(p, p.base_grid_cf, N, width, height, (0, 0, width, height), True)
                 if not alpha:
                     img[:, 3] = 255.0
                 still = img.add_(0.5).clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
@@ -375,97 +563,126 @@ class TorchRenderer:
             p.still[key] = still
         return still
 
-    def _render(self, p: PreparedRig, motion: torch.Tensor, m_host: np.ndarray, width: int, height: int,
-                alpha: bool):
-        B = motion.shape[0]
-        dev = p.device
+    # ------------------------------------------------------------------ stages (overridden by backends)
+    def _geometry(self, p: PreparedRig, motion: torch.Tensor) -> tuple[np.ndarray, np.ndarray, object]:
+        """Posed vertices (B, V, 2) and helper vertices (2B, M, 2) on the host, plus what `_backward` needs."""
+        pos, helper = deform_core(motion, p.rest, p.basis, p.head_weight, p.pivot, p.helper_ids, p.helper_basis,
+                                  HEAD_CAP * p.face_width)
+        host = torch.cat([pos.reshape(-1), helper.reshape(-1)]).cpu().numpy()   # the one host sync
+        n = pos.numel()
+        return host[:n].reshape(pos.shape), host[n:].reshape(helper.shape), pos
+
+    def _backward(self, p: PreparedRig, ctx: object, grid_box: tuple[int, int, int, int] | None, B: int) -> torch.Tensor:
+        """Coarse backward map (B, 2, G, G), crop px; the identity outside `grid_box` (rows y0:y1, cols x0:x1)."""
+        base = p.base_grid_cf
+        if grid_box is None:
+            return base.expand(B, -1, -1, -1)
+        G = p.grid_size
+        cell = (p.size - 1) / (G - 1)
+        y0, y1, x0, x1 = grid_box
+        pos = ctx
+        if not self.subgrid or (y1 - y0) * (x1 - x0) > 0.85 * G * G:
+            return backward_core(pos, p.rest[:, :2], p.grid_vertex, p.grid_bary, base, cell)
+        sub = backward_core(pos, p.rest[:, :2], p.grid_vertex[:, y0:y1, x0:x1], p.grid_bary[:, y0:y1, x0:x1],
+                            base[:, :, y0:y1, x0:x1], cell)
+        x = base.repeat(B, 1, 1, 1)
+        x[:, :, y0:y1, x0:x1] = sub
+        return x
+
+    def _sample(self, p: PreparedRig, x: torch.Tensor, N: int, width: int, height: int,
+                region: tuple[int, int, int, int], alpha: bool) -> torch.Tensor:
+        """Float crop (B, C, h, w) 0..255 of the region (C = 4 with the matte, else 3)."""
+        rx0, ry0, rx1, ry1 = region
+        tex = self._texture(p, N)
+        if not alpha:  # the matte is not needed: sample RGB only
+            tex = tex[:, :3]
+        ogrid = self._output_grid(N, width, height, x.device)[:, ry0:ry1, rx0:rx1]
+        return sample_core(x, tex, ogrid, 2.0 / (p.size - 1))
+
+    # ------------------------------------------------------------------ one batched call
+    def _plan(self, p: PreparedRig, pos: np.ndarray, helper: np.ndarray, m_host: np.ndarray, width: int,
+              height: int, alpha: bool) -> _Group:
+        B = pos.shape[0]
         N = max(width, height)
         ox, oy = (N - width) // 2, (N - height) // 2
         S, G = p.size, p.grid_size
         s = (S - 1) / (N - 1)          # crop px per output px
-        pose = _Pose(motion, HEAD_CAP * p.face_width)
-        terms = motion_to_terms(motion)
-        pos = _deform(terms, p.basis, p.rest, p.head_weight, p.pivot, pose)
-        # helper poses: teeth hang from the inner upper lip without expression (bias + head only);
-        # lids cover the eye from where the upper lid would be without blinking
-        neutral = torch.zeros_like(terms)
-        neutral[:, TERM_INDEX["bias"]] = 1.0
-        no_blink = terms.clone()
-        no_blink[:, _BLINK_TERMS] = 0.0
-        hid = p.helper_ids
-        hpose = pose.repeat(2)
-        helper = _deform(torch.cat([neutral, no_blink]), p.helper_basis, p.rest[hid], p.head_weight[hid], p.pivot,
-                         hpose)
-        off = torch.tensor([ox, oy], dtype=torch.float32, device=dev)
-        pos_out = pos * (1.0 / s) - off
-        helper = helper * (1.0 / s) - off
-        n_mouth = p.mouth_upper.shape[0]
-
-        # coarse backward map, and the box (crop px) of the triangles around the vertices that move
-        x = self.backward_map(p, pos)
-        moving = ((pos - p.rest[:, :2]).abs().amax(dim=(0, 2)) > ACTIVE_EPS)    # (V,)
-        move_box = torch.where(moving[:, None], p.ring_box, float(4 * S)).amin(0)
-        # one host sync: the moving box and the layer contours (layers plan per item on the host)
-        parts = [move_box, pos_out[:, p.eye_upper.reshape(-1)], pos_out[:, p.eye_lower.reshape(-1)],
-                 helper[:, n_mouth:], pos_out[:, p.mouth_upper], pos_out[:, p.mouth_lower], helper[:B, :n_mouth]]
-        host = torch.cat([t.reshape(-1) for t in parts]).cpu().numpy().astype(np.float64)
-        sizes = [t.numel() for t in parts]
-        mb, eu, el, eo, mu, ml, mt = np.split(host, np.cumsum(sizes)[:-1])
-        lids = lambda a: a.reshape(B, 2, -1, 2).transpose(1, 0, 2, 3)  # noqa: E731  (2, B, 9, 2)
-        eu, el = lids(eu), lids(el)
-        eo = eo.reshape(2, B, -1, 2)[1].reshape(B, 2, -1, 2).transpose(1, 0, 2, 3)  # the no-blink half
+        cell = (S - 1) / (G - 1)
+        # the box (crop px) of the triangles around the vertices that move
+        moving = np.abs(pos - p.rest_np).max(axis=(0, 2)) > ACTIVE_EPS
+        grid_box = None
+        boxes = []
+        if moving.any():
+            mb = p.ring_box_np[moving].min(0)
+            mx0, my0, mx1, my1 = float(mb[0]), float(mb[1]), float(-mb[2]), float(-mb[3])
+            # coarse grid: 3 still points of margin on each side (Newton's border samples stay exact)
+            grid_box = (max(0, int(np.floor(my0 / cell)) - 3), min(G, int(np.ceil(my1 / cell)) + 4),
+                        max(0, int(np.floor(mx0 / cell)) - 3), min(G, int(np.ceil(mx1 / cell)) + 4))
+            # crop px -> output px, one coarse cell of margin for the bilinear upsample
+            boxes.append(((mx0 - cell) / s - ox - 1, (my0 - cell) / s - oy - 1,
+                          (mx1 + cell) / s - ox + 2, (my1 + cell) / s - oy + 2))
+        off = np.array([ox, oy], np.float32)
+        inv = np.float32(1.0 / s)
+        pos_out = (pos * inv - off).astype(np.float64)
+        helper = (helper * inv - off).astype(np.float64)
+        h = p.host
+        n_mouth = h["mouth_upper"].shape[0]
+        lids = lambda a: a.reshape(B, 2, -1, 2).transpose(1, 0, 2, 3)
+        eu, el = lids(pos_out[:, h["eye_upper"]]), lids(pos_out[:, h["eye_lower"]])
+        eo = lids(helper[B:, n_mouth:])  # the no-blink half
         gaze = m_host[:, CHANNEL_INDEX["gaze_x"]:CHANNEL_INDEX["gaze_y"] + 1] * np.asarray(GAZE_RANGE)
         eye_plan = plan_eyes(
             eu, el, eo, m_host[:, [CHANNEL_INDEX["blink_l"], CHANNEL_INDEX["blink_r"]]].T.astype(np.float64),
             gaze[None] * p.iris_radii[:, None, None], (p.eye_heights[0] / s, p.eye_heights[1] / s),
             p.rest_corners, s, (float(ox), float(oy)), S, width, height)
-        mouth_plan = plan_mouth(mu.reshape(B, -1, 2), ml.reshape(B, -1, 2), mt.reshape(B, -1, 2),
+        mouth_plan = plan_mouth(pos_out[:, h["mouth_upper"]], pos_out[:, h["mouth_lower"]], helper[:B, :n_mouth],
                                 p.mouth_width / s, width, height)
-
-        boxes = []
-        mx0, my0, mx1, my1 = mb[0], mb[1], -mb[2], -mb[3]
-        if mx1 >= mx0:  # crop px -> output px, one coarse cell of margin for the bilinear upsample
-            cell = (S - 1) / (G - 1)
-            boxes.append(((mx0 - cell) / s - ox - 1, (my0 - cell) / s - oy - 1,
-                          (mx1 + cell) / s - ox + 2, (my1 + cell) / s - oy + 2))
         if eye_plan is not None:
             boxes.append(eye_plan.box)
         if mouth_plan is not None:
             boxes.append(mouth_plan.box)
+        region = None
+        if boxes:
+            rx0 = max(0, int(np.floor(min(b[0] for b in boxes))))
+            ry0 = max(0, int(np.floor(min(b[1] for b in boxes))))
+            rx1 = min(width, int(np.ceil(max(b[2] for b in boxes))))
+            ry1 = min(height, int(np.ceil(max(b[3] for b in boxes))))
+            if rx1 > rx0 and ry1 > ry0:
+                region = (rx0, ry0, rx1, ry1)
+        return _Group(B=B, N=N, width=width, height=height, alpha=alpha, region=region, grid_box=grid_box,
+                      eye_plan=eye_plan, mouth_plan=mouth_plan)
+
+    def _render_group(self, p: PreparedRig, m_host: np.ndarray, width: int, height: int, alpha: bool,
+                      bgra: bool = False, flip_y: bool = False) -> np.ndarray:
+        """(B, H, W, 4) uint8 frames of one rig at one size; m_host (B, C) validated motion."""
+        motion = torch.from_numpy(m_host).to(p.device)
+        pos, helper, ctx = self._geometry(p, motion)
+        g = self._plan(p, pos, helper, m_host, width, height, alpha)
+        B, N = g.B, g.N
         still = self._still(p, N, width, height, alpha)
-        if self._cv2_path(p):
+        if isinstance(still, np.ndarray):
             frames = np.empty((B,) + still.shape, np.uint8)
             frames[:] = still
-        else:
-            frames = still[None].repeat(B, 1, 1, 1)
-        if not boxes:
-            return frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
-        rx0 = max(0, int(np.floor(min(b[0] for b in boxes))))
-        ry0 = max(0, int(np.floor(min(b[1] for b in boxes))))
-        rx1 = min(width, int(np.ceil(max(b[2] for b in boxes))))
-        ry1 = min(height, int(np.ceil(max(b[3] for b in boxes))))
-        if rx1 <= rx0 or ry1 <= ry0:
-            return frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
-
-        origin = (rx0, ry0)
-        tex = self._texture(p, N)
-        if isinstance(frames, np.ndarray):
-            return self._warp_cpu(p, x, N, tex, frames, (rx0, ry0, rx1, ry1), eye_plan, mouth_plan, alpha)
-        ogrid = self._output_grid(N, width, height, dev)[:, ry0:ry1, rx0:rx1].expand(B, -1, -1, -1)
-        norm = 2.0 / (S - 1)
-        grid = F.grid_sample(x * norm - 1, ogrid, mode="bilinear", padding_mode="border",
-                             align_corners=True).permute(0, 2, 3, 1)
-        if not alpha:  # the matte is not needed: sample RGB only
-            tex = tex[:, :3]
-        canvas = F.grid_sample(tex.expand(B, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
-                               align_corners=True)
-        if eye_plan is not None:
-            composite_eyes(canvas, origin, eye_plan, p.plate, p.iris_rgba, p.lid_colours)
-        if mouth_plan is not None:
-            composite_mouth(canvas, origin, mouth_plan, p.colours)
-        C = canvas.shape[1]  # 3 (opaque: alpha stays 255 from the still frame) or 4
-        frames[:, ry0:ry1, rx0:rx1, :C] = canvas.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        return frames.cpu().numpy()
+            if g.region is not None:
+                x = self._backward(p, ctx, g.grid_box, B)
+                self._warp_cpu(p, x, N, self._texture(p, N), frames, g.region, g.eye_plan, g.mouth_plan, alpha)
+            return _convert_np(frames, bgra, flip_y)
+        frames = still[None].repeat(B, 1, 1, 1)
+        if g.region is not None:
+            rx0, ry0, rx1, ry1 = g.region
+            x = self._backward(p, ctx, g.grid_box, B)
+            canvas = self._sample(p, x, N, width, height, g.region, alpha)
+            if g.eye_plan is not None:
+                composite_eyes(canvas, (rx0, ry0), g.eye_plan, p.plate, p.iris_rgba, p.lid_colours)
+            if g.mouth_plan is not None:
+                composite_mouth(canvas, (rx0, ry0), g.mouth_plan, p.colours, p.mouth_interior)
+            C = canvas.shape[1]  # 3 (opaque: alpha stays 255 from the still frame) or 4
+            frames[:, ry0:ry1, rx0:rx1, :C] = canvas.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        if bgra:  # on the device: one gather, then one transfer
+            frames = frames[..., [2, 1, 0, 3]]
+        if flip_y:
+            frames = frames.flip(1)
+        return np.ascontiguousarray(frames.cpu().numpy())
 
     def _warp_cpu(self, p: PreparedRig, x: torch.Tensor, N: int, tex: torch.Tensor,
                   frames: np.ndarray, region: tuple[int, int, int, int], eye_plan, mouth_plan,
@@ -498,7 +715,7 @@ class TorchRenderer:
         if eye_plan is not None:
             composite_eyes(canvas, (lx0, ly0), eye_plan, p.plate, p.iris_rgba, p.lid_colours)
         if mouth_plan is not None:
-            composite_mouth(canvas, (lx0, ly0), mouth_plan, p.colours)
+            composite_mouth(canvas, (lx0, ly0), mouth_plan, p.colours, p.mouth_interior)
         r = canvas.numpy()
         for b in range(B):
             # convertScaleAbs rounds and saturates to uint8 in one pass (values are >= 0: convex blends of
@@ -548,3 +765,11 @@ class TorchRenderer:
                 self._grids.clear()
             self._grids[key] = grid
         return grid
+
+
+def _convert_np(frames: np.ndarray, bgra: bool, flip_y: bool) -> np.ndarray:
+    if bgra:
+        frames = frames[..., [2, 1, 0, 3]]
+    if flip_y:
+        frames = np.ascontiguousarray(frames[:, ::-1])
+    return frames

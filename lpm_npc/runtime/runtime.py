@@ -7,13 +7,12 @@ import threading
 import time
 from collections import OrderedDict
 
-import torch
-
 from .. import __version__
 from ..character.store import CharacterInfo, CharacterStore
 from ..config import MAX_SIZE, SUPPORTED_FPS, ServerConfig, SessionOptions
 from ..errors import CapacityError
-from ..render.renderer import TorchRenderer
+from ..render.backends import available_backends as _available_backends
+from ..render.backends import make_renderer
 from .capacity import Capacity, FrameCost, measure_frame_cost
 from .scheduler import FrameScheduler
 from .session import PerformSession
@@ -50,10 +49,8 @@ class ResumeStore:
 
 
 def available_backends() -> list[str]:
-    backends = ["torch-cpu"]
-    if torch.cuda.is_available():
-        backends.append("torch-cuda")
-    return backends
+    """'backend:device' renderers this machine can run (see lpm_npc.render.backends)."""
+    return _available_backends()
 
 
 class Runtime:
@@ -62,7 +59,7 @@ class Runtime:
     def __init__(self, config: ServerConfig | None = None):
         self.config = config or ServerConfig()
         self.store = CharacterStore(self.config.cache_dir)
-        self.renderer = TorchRenderer(device=self.config.device)
+        self.renderer = make_renderer(self.config.backend, self.config.device, self.config.cache_dir)
         self.resume = ResumeStore()
         self._sessions: dict[str, PerformSession] = {}
         self._prepared: OrderedDict[str, object] = OrderedDict()  # LRU of renderer-ready rigs

@@ -63,18 +63,17 @@ class RunningServer:
 
 
 async def start_server(config: ServerConfig, runtime: Runtime | None = None,
-                       warm_direction: bool = True) -> RunningServer:
-    """Start serving on config.host:config.port (port 0 picks a free one)."""
+                       serving: bool = True) -> RunningServer:
+    """Start serving on config.host:config.port (port 0 picks a free one).
+
+    With serving=False the health service says NOT_SERVING until the caller finishes warming up
+    (serve_forever does: default rig, frame-cost calibration, the direction model)."""
     # One render = one core: parallelism comes from sessions running on the executor's threads.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # the CPU warp uses cv2.remap; one thread per render as well
     runtime = runtime or Runtime(config)
     # Load the sentence model for free-text directions in the background: the first direction
     # would otherwise wait seconds for it.
-    if warm_direction:
-        from ..performance.direction import warm_up_in_background
-
-        warm_up_in_background()
     executor = ThreadPoolExecutor(max_workers=max(1, config.render_threads), thread_name_prefix="render")
     server = grpc.aio.server(options=grpc_options(config), maximum_concurrent_rpcs=None)
     servicer = NpcServicer(runtime, executor)
@@ -93,7 +92,8 @@ async def start_server(config: ServerConfig, runtime: Runtime | None = None,
         raise OSError(f"could not bind {address}: is another server using the port?")
     await server.start()
     for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if serving
+                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
     log.info("lpm-npc serving on %s:%d (backend %s, max %d sessions)", config.host, port,
              runtime.renderer.name, config.max_sessions)
     return RunningServer(server, servicer, health_servicer, runtime, executor, port)
@@ -102,23 +102,31 @@ async def start_server(config: ServerConfig, runtime: Runtime | None = None,
 async def serve_forever(config: ServerConfig, ready: threading.Event | None = None,
                         warm_default: bool = True) -> None:
     """Run until SIGINT/SIGTERM, then drain and stop."""
-    running = await start_server(config, warm_direction=False)
+    running = await start_server(config, serving=False)
+    loop = asyncio.get_running_loop()
     if warm_default:
         # Build (or load) the default character now so the first session starts without a pause.
         await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.store.ensure_default)
     if config.admission:
         # Measure what a frame costs here, for admission control (about a second).
         await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.calibrate)
-    from ..performance.direction import warm_up_in_background
+    if warm_default:
+        # The sentence model for free-text directions: loading it takes seconds of CPU (and the GIL),
+        # which would stall live sessions; do it before saying SERVING.
+        from ..performance.direction import warm_up
 
-    warm_up_in_background()  # after calibration, which must not share the CPU with it
+        try:
+            await loop.run_in_executor(running.executor, warm_up)
+        except Exception:  # noqa: BLE001 - directions then answer "not applied"; the rest works
+            log.exception("the direction model could not be loaded")
+    for name in ("", SERVICE_NAME):
+        await running.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     # Everything imported and built so far (torch, mediapipe, the default rig) lives for the whole
     # process: move it out of the collector's reach so a full collection never stalls the frame clock.
     gc.collect()
     gc.freeze()
     _watch_gc_pauses()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, stop.set)
