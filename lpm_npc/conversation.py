@@ -35,6 +35,7 @@ class StateCue:
     emotion: Emotion | None = None
     intensity: float = 1.0
     transition_ms: int = 400
+    direction: str = ""  # free-text direction ("looks away, a bit nervous")
 
 
 @dataclass
@@ -102,6 +103,7 @@ def demo_conversation() -> Conversation:
             "But then I saw lights moving by the water, and somebody was calling my name, "
             "over and over, from the dark.", DEFAULT_NPC_VOICE)
     conv.states.append(StateCue(b.t, None, Emotion.AFRAID, 1.0, 500))
+    conv.states.append(StateCue(b.t + 1.2, direction="glances away nervously", transition_ms=300))
     cut = b.t + 0.55 * (b.end - b.t)
     conv.interrupts.append(InterruptCue(cut))
     p = say(cut, AudioChannel.PLAYER, "Wait, wait! Stop. Listen to me.", DEFAULT_PLAYER_VOICE, 175)

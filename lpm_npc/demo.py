@@ -96,6 +96,8 @@ def run_demo(out_dir: Path = Path("out/demo"), size: int = 512, fps: int = 30, l
         "server_render_ms_mean": round(float(np.mean(render_ms)), 2) if render_ms else None,
         "lookahead_ms": lookahead_ms,
         "events": [f"{e.pts_us / 1e6:.2f}s {EVENT_FROM_PB[e.type].value}" for e in result.events],
+        "directions": [f"{d.pts_us / 1e6:.2f}s {d.text!r} -> "
+                       + ", ".join(f"{m.name} ({m.confidence:.2f})" for m in d.matches) for d in result.directions],
         "errors": [e.message for e in result.errors],
         "sidecar_exit_code": code,
     }
@@ -112,6 +114,8 @@ def run_demo(out_dir: Path = Path("out/demo"), size: int = 512, fps: int = 30, l
           f"p95 {summary['server_latency_ms_p95']} ms (lookahead {lookahead_ms} ms)")
     print(f"  render+encode  {summary['server_render_ms_mean']} ms per frame (server mean)")
     print(f"  events         {', '.join(summary['events'])}")
+    for d in summary["directions"]:
+        print(f"  direction      {d}")
     if summary["errors"]:
         print(f"  errors         {summary['errors']}")
     print(f"  sidecar        stopped cleanly (exit code {code})" if code == 0 else f"  sidecar exit code {code}")

@@ -34,6 +34,7 @@ class LiveResult:
     stats: list[pb.Stats] = field(default_factory=list)
     events: list[pb.Event] = field(default_factory=list)
     errors: list[pb.Error] = field(default_factory=list)
+    directions: list[pb.DirectionResult] = field(default_factory=list)
     client_latency_ms: list[float] = field(default_factory=list)
 
     @property
@@ -69,7 +70,7 @@ def _schedule(conv: Conversation, lead_s: float, chunk_s: float) -> list[tuple[f
             order += 1
     for st in conv.states:
         def act(s, st=st):
-            s.set_state(st.phase, st.emotion, st.intensity, st.transition_ms)
+            s.set_state(st.phase, st.emotion, st.intensity, st.transition_ms, st.direction)
         items.append((st.t, order, act, ("state", st.t)))
         order += 1
     cut_times = sorted(i.t for i in conv.interrupts)
@@ -137,6 +138,8 @@ def run_live(stream: PerformStream, conv: Conversation, on_frame: Callable[[pb.V
             result.stats.append(msg.stats)
         elif kind == "event":
             result.events.append(msg.event)
+        elif kind == "direction":
+            result.directions.append(msg.direction)
         elif kind == "error":
             result.errors.append(msg.error)
             log.warning("server error: %s", msg.error.message)

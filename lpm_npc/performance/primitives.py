@@ -128,7 +128,8 @@ _LIBRARY: tuple[MotionPrimitive, ...] = (
                         "stares at the ground", "hangs her head"),
        {"gaze_y": 0.7, "head_pitch": 6.0}, {"gaze_y": +1, "head_pitch": +1}, profile="held", group="gaze"),
     _p("look_up", 0, ("looks up", "gazes upward", "looks up at the sky", "raises his eyes to the ceiling"),
-       {"gaze_y": -0.7, "head_pitch": -5.0, "brow_up": 0.15}, {"gaze_y": -1, "head_pitch": -1},
+       # the upper lids follow an upward gaze (eye_wide), or the lid hides the iris's travel
+       {"gaze_y": -0.8, "head_pitch": -5.0, "brow_up": 0.15, "eye_wide": 0.45}, {"gaze_y": -1, "head_pitch": -1},
        profile="held", group="gaze"),
     _p("eye_contact", 0, ("looks at you", "makes eye contact", "looks back at the player",
                           "meets your gaze", "looks straight ahead"),
@@ -137,7 +138,7 @@ _LIBRARY: tuple[MotionPrimitive, ...] = (
                             "shoots a look to the left", "glances over"),
        {"gaze_x": -0.8}, {"gaze_x": -1}, profile="plateau"),
     _p("roll_eyes", 1.3, ("rolls eyes", "rolls her eyes in annoyance", "eye roll, exasperated"),
-       {"gaze_y": -0.9, "gaze_x": 0.25, "brow_up": 0.15}, {"gaze_y": -1}, profile="bump"),
+       {"gaze_y": -1.0, "gaze_x": 0.25, "brow_up": 0.15, "eye_wide": 0.45}, {"gaze_y": -1}, profile="bump"),
     # ---- brows and eyes
     _p("blink", 0.7, ("blinks", "blinks a few times", "blinks rapidly in disbelief", "flutters her eyelids"),
        {"blink_l": 1.0, "blink_r": 1.0}, {"eye_open": -1}, profile="osc", cycles=3),
