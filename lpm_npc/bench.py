@@ -80,6 +80,48 @@ def _proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _tree_pids(pid: int) -> list[int]:
+    """`pid` and its descendants (the server's worker processes), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, []))
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of `pid` and each of its descendants, by pid."""
+    out = {}
+    for p in _tree_pids(pid):
+        try:
+            out[p] = _proc_cpu_seconds(p)
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and its descendants together, in MB."""
+    total = 0.0
+    for p in _tree_pids(pid):
+        try:
+            total += proc_rss_mb(p)
+        except OSError:
+            pass
+    return total
+
+
 def proc_rss_mb(pid: int) -> float:
     """Resident memory of a process in MB (Linux /proc)."""
     with open(f"/proc/{pid}/status") as f:
@@ -91,17 +133,19 @@ def proc_rss_mb(pid: int) -> float:
 
 def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray, fps: int = 30,
                    pixel_format: PixelFormat = PixelFormat.RGBA8, cache_dir: Path | None = None,
-                   sidecar: Sidecar | None = None) -> dict:
-    """N live sessions against a `lpm-npc serve` child (started here unless `sidecar` is given)."""
+                   sidecar: Sidecar | None = None, workers: int = 0) -> dict:
+    """N live sessions against a `lpm-npc serve` child (started here unless `sidecar` is given).
+
+    CPU and memory count the server process and its worker processes (`workers`) together."""
     own = sidecar is None
     if own:
         sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(16, sessions)),
-                                                             "--no-admission"])
+                                                             "--no-admission", "--workers", str(workers)])
     results: list[dict] = []
     try:
         client = sidecar.wait_ready()
         client.register_character(default_portrait_png())
-        rss_idle = proc_rss_mb(sidecar.proc.pid)
+        rss_idle = tree_rss_mb(sidecar.proc.pid)
         barrier = threading.Barrier(sessions + 1)
         warm = min(2.0, seconds / 4)
 
@@ -170,25 +214,25 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         except threading.BrokenBarrierError:
             pass
         time.sleep(warm)
-        cpu0, w0 = _proc_cpu_seconds(sidecar.proc.pid), time.monotonic()
+        cpu0, w0 = tree_cpu_seconds(sidecar.proc.pid), time.monotonic()
         rss_peak = 0.0
         while any(th.is_alive() for th in threads) and time.monotonic() - w0 < seconds - warm - 0.5:
-            rss_peak = max(rss_peak, proc_rss_mb(sidecar.proc.pid))
+            rss_peak = max(rss_peak, tree_rss_mb(sidecar.proc.pid))
             time.sleep(0.25)
-        cpu1, w1 = _proc_cpu_seconds(sidecar.proc.pid), time.monotonic()
+        cpu1, w1 = tree_cpu_seconds(sidecar.proc.pid), time.monotonic()
         for th in threads:
             th.join(seconds + 30)
         client.close()
     finally:
         if own:
             sidecar.stop()
-    cores = (cpu1 - cpu0) / max(1e-6, w1 - w0)
+    cores = sum(c - cpu0.get(p, 0.0) for p, c in cpu1.items()) / max(1e-6, w1 - w0)
     pct = lambda key: [x for r in results for x in r[key]]  # noqa: E731
     p50, p95, p99 = pct("lat_p50"), pct("lat_p95"), pct("lat_p99")
     stage = {k: round(float(np.mean([x for r in results for x in r["stages"][k]] or [0.0])), 3)
              for k in ("audio", "motion", "render", "encode", "transport")}
     return {
-        "size": size, "fps_target": fps, "sessions": sessions, "seconds": seconds,
+        "size": size, "fps_target": fps, "sessions": sessions, "seconds": seconds, "workers": workers,
         "fps_per_session": [round(r["fps"], 2) for r in results],
         "aggregate_fps": round(sum(r["fps"] for r in results), 1),
         "target_fps": sessions * fps,
@@ -226,7 +270,7 @@ def bare_renderer_fps(size: int, batch: int, threads: int, cache_dir: Path | Non
 
 def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps: int = 30,
                 json_path: Path | None = None, plot_path: Path | None = None,
-                cache_dir: Path | None = None, render_threads: int = 2) -> dict:
+                cache_dir: Path | None = None, render_threads: int = 2, workers: int = 0) -> dict:
     """The scaling table: aggregate fps, latency and memory for each (size, N) on one sidecar."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -239,12 +283,13 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
     for size in sizes:
         bare[size] = bare_renderer_fps(size, 8, render_threads, cache_dir)
     sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(session_counts)), "--no-admission",
-                                                         "--render-threads", str(render_threads)])
+                                                         "--render-threads", str(render_threads),
+                                                         "--workers", str(workers)])
     try:
         sidecar.wait_ready()
         for size in sizes:
             for n in session_counts:
-                rt = bench_realtime(size, seconds, n, speech, fps=fps, sidecar=sidecar)
+                rt = bench_realtime(size, seconds, n, speech, fps=fps, sidecar=sidecar, workers=workers)
                 rt["bare_renderer_fps"] = round(bare[size], 1) if bare[size] else None
                 rt["share_of_bare"] = round(rt["aggregate_fps"] / bare[size], 3) if bare[size] else None
                 rows.append(rt)
@@ -259,7 +304,8 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
                       flush=True)
     finally:
         sidecar.stop()
-    report = {**machine, "kind": "scaling", "fps": fps, "render_threads": render_threads, "rows": rows,
+    report = {**machine, "kind": "scaling", "fps": fps, "render_threads": render_threads, "workers": workers,
+              "rows": rows,
               "bare_renderer_fps": bare}
     print_scaling_table(report)
     if json_path:
@@ -314,7 +360,8 @@ def plot_scaling(report: dict, path: Path) -> None:
 
 
 def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: int = 30,
-              stage_frames: int = 300, json_path: Path | None = None, cache_dir: Path | None = None) -> dict:
+              stage_frames: int = 300, json_path: Path | None = None, cache_dir: Path | None = None,
+              workers: int = 0) -> dict:
     speech = _speech16k()
     print(f"lpm-npc bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}", flush=True)
@@ -325,7 +372,7 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
         print(f"  {k:8s} {per[k]:7.3f} ms/frame")
     print(f"  {'total':8s} {stages['total_ms']:7.3f} ms/frame  -> {stages['max_fps_one_thread']:.0f} fps on one core "
           f"({stages['max_fps_one_thread'] / fps:.1f}x the {fps} fps real-time rate)")
-    rt = bench_realtime(size, seconds, sessions, speech, fps=fps, cache_dir=cache_dir)
+    rt = bench_realtime(size, seconds, sessions, speech, fps=fps, cache_dir=cache_dir, workers=workers)
     print(f"\nReal time over loopback gRPC: {sessions} session(s), {size}x{size} RGBA @ {fps} fps, {seconds:.0f} s of live speech")
     print(f"  received fps        {rt['fps_per_session']} (aggregate {rt['aggregate_fps']} of {rt['target_fps']})")
     print(f"  frames dropped      {rt['frames_dropped']}")

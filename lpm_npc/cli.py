@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                           backend=args.backend, device=args.device, render_threads=args.render_threads,
-                          admission=not args.no_admission,
+                          admission=not args.no_admission, worker_processes=args.workers,
                           frame_cost_fixed_ms=args.frame_cost[0] if args.frame_cost else 0.0,
                           frame_cost_per_mpx_ms=args.frame_cost[1] if args.frame_cost else 0.0)
     try:
@@ -84,10 +84,11 @@ def _bench(args: argparse.Namespace) -> int:
     if len(args.sessions) > 1 or len(args.size) > 1 or args.plot:
         run_scaling(args.size, args.sessions, args.seconds, fps=args.fps,
                     json_path=Path(args.json) if args.json else None,
-                    plot_path=Path(args.plot) if args.plot else None, render_threads=args.render_threads)
+                    plot_path=Path(args.plot) if args.plot else None, render_threads=args.render_threads,
+                    workers=args.workers)
         return 0
     run_bench(size=args.size[0], seconds=args.seconds, sessions=args.sessions[0], fps=args.fps,
-              json_path=Path(args.json) if args.json else None)
+              json_path=Path(args.json) if args.json else None, workers=args.workers)
     return 0
 
 
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch: cpu | cuda; onnxruntime: cpu | cuda | tensorrt-ep; tensorrt: cuda")
     s.add_argument("--render-threads", type=int, default=2,
                    help="threads making frames; a tick's batch is shared between them")
+    s.add_argument("--workers", type=int, default=0,
+                   help="worker processes the sessions are sharded over (0: all in the server process)")
     s.add_argument("--no-admission", action="store_true",
                    help="accept sessions beyond the measured render capacity (they will run late)")
     s.add_argument("--frame-cost", type=float, nargs=2, metavar=("FIXED_MS", "MS_PER_MPX"), default=None,
@@ -165,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--full", action="store_true", help="--quality: the whole held-out lip-sync set (slower)")
     b.add_argument("--minutes", type=float, default=3.0, help="--quality: length of the simulated session")
     b.add_argument("--render-threads", type=int, default=2, help="scaling sweep: the server's render threads")
+    b.add_argument("--workers", type=int, default=0,
+                   help="the benchmarked server's worker processes (lpm-npc serve --workers)")
     b.add_argument("--fps", type=int, default=30)
     b.add_argument("--json", default=None)
     b.set_defaults(func=_bench)

@@ -97,6 +97,9 @@ class ServerConfig:
     backend: str = "torch"          # renderer: torch | onnxruntime | tensorrt (render/backends)
     device: str = "cpu"             # torch: cpu, cuda; onnxruntime: cpu, cuda, tensorrt-ep; tensorrt: cuda
     render_threads: int = 2
+    # 0: sessions run in this process (one GIL); N >= 1: sharded over N worker processes, each
+    # doing audio, motion, batched rendering and encoding for its sessions (runtime/workers.py).
+    worker_processes: int = 0
     # Admission control (see runtime/capacity.py). A frame costs fixed + per-megapixel ms of one
     # render thread; 0 = measure both at start-up on this machine and backend.
     admission: bool = True

@@ -66,9 +66,10 @@ class FeatureExtractor:
         self._all = ((freqs >= 80) & (freqs <= 8000)).astype(np.float32)
         self._fnorm = (freqs / (RATE / 2)).astype(np.float32)
         self.rows_emitted = 0
+        self.last_power: np.ndarray | None = None  # (n_hops, NFFT//2+1) power spectra of the last push's frames
 
     def reset(self) -> None:
-        self.__init__()
+        self.__init__(self.formants)
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Return the feature rows (n_hops, NUM_FEATURES) completed by these samples."""
@@ -77,6 +78,7 @@ class FeatureExtractor:
         n_hops = data.size // HOP
         if n_hops == 0:
             self._pending = data.copy()
+            self.last_power = None
             return np.zeros((0, NUM_FEATURES), np.float32)
         used = n_hops * HOP
         stream = np.concatenate([self._buf, data[:used]])
@@ -94,6 +96,7 @@ class FeatureExtractor:
         frames = frames - frames.mean(axis=1, keepdims=True)
         out[:, F["rms_db"]] = 10 * np.log10(np.mean(frames ** 2, axis=1) + _EPS)
         spec = np.abs(np.fft.rfft(frames * self._window, NFFT)) ** 2
+        self.last_power = spec   # the learned lip-sync's mel front end frames the audio the same way
         bands = 10 * np.log10(spec @ self._band_masks.T / WIN + _EPS)
         out[:, F["low_db"]:F["hf_db"] + 1] = bands
         total = spec @ self._all + _EPS

@@ -29,7 +29,11 @@ SILENT_TARGET = np.zeros(NUM_TARGETS, np.float32)
 
 
 def _ramp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    y = (x - lo) / (hi - lo)
+    if not isinstance(y, np.ndarray):
+        return np.clip(y, 0.0, 1.0)
+    np.maximum(y, 0.0, out=y)      # = np.clip(y, 0, 1) without its per-call overhead
+    return np.minimum(y, 1.0, out=y)
 
 
 @dataclass
@@ -65,29 +69,53 @@ class ArticulationTracker:
         self.shape_db = float(d.get("shape_db", self.shape_db))
 
     def _update_refs(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per-row running references (sequential, cheap: a few floats per row)."""
+        """Per-row running references (sequential: a few floats per row).
+
+        The level / shape means gate themselves on the level, so this is one scan; it runs on plain
+        Python floats (columns converted once with tolist(), log F0 vectorised) and the F1 peak is
+        a vectorised running max with linear decay.
+        """
         n = feats.shape[0]
-        level = np.empty(n, np.float32)
-        f1ref = np.empty(n, np.float32)
-        lp = np.empty(n, np.float32)
-        shape = np.empty(n, np.float32)
         a_shape = 1.0 / (FRAME_RATE * 4.0)
         a_level, a_pitch = 1.0 / (FRAME_RATE * 2.0), 1.0 / (FRAME_RATE * 1.5)
-        decay = 3.0 / FRAME_RATE  # dB per row the F1 peak forgets
+        rms_a = feats[:, F["rms_db"]]
+        f1_a = feats[:, F["f1_db"]]
+        # F1 peak: on rows with rms > -70 the reference becomes max(ref - decay, f1, -45), else it holds
+        f1ref = self._f1_refs(rms_a, f1_a)
+        rms_l = rms_a.tolist()
+        voicing_l = feats[:, F["voicing"]].tolist()
+        pitch_a = feats[:, F["pitch_hz"]]
+        lp_l = np.log(np.where(pitch_a > 0, pitch_a, np.float32(1.0))).tolist()
+        pitch_l = pitch_a.tolist()
+        sc_a = feats[:, F["f2hi_db"]] - np.maximum(f1_a, feats[:, F["f2lo_db"]])
+        sc_l = np.clip(sc_a.astype(np.float64), -30.0, 30.0).tolist()
+        level = [0.0] * n
+        lp = [0.0] * n
+        shape = [0.0] * n
+        level_db, log_pitch, shape_db = float(self.level_db), float(self.log_pitch), float(self.shape_db)
         for i in range(n):
-            rms, voicing, pitch, f1 = feats[i, F["rms_db"]], feats[i, F["voicing"]], feats[i, F["pitch_hz"]], feats[i, F["f1_db"]]
-            if voicing > 0.5 and rms > self.level_db - 12.0:
-                self.level_db += a_level * (rms - self.level_db) * (4.0 if rms > self.level_db + 6 else 1.0)
-            if rms > -70.0:
-                self.f1_ref_db = max(self.f1_ref_db - decay, float(f1), -45.0)
-            if pitch > 0:
-                lp_now = float(np.log(pitch))
-                self.log_pitch = lp_now if self.log_pitch == 0.0 else self.log_pitch + a_pitch * (lp_now - self.log_pitch)
-            if voicing > 0.5 and rms > self.level_db - 10.0:
-                sc = float(feats[i, F["f2hi_db"]] - max(f1, feats[i, F["f2lo_db"]]))
-                self.shape_db += a_shape * (min(max(sc, -30.0), 30.0) - self.shape_db)
-            level[i], f1ref[i], lp[i], shape[i] = self.level_db, self.f1_ref_db, self.log_pitch, self.shape_db
-        return level, f1ref, lp, shape
+            rms, voicing = rms_l[i], voicing_l[i]
+            if voicing > 0.5 and rms > level_db - 12.0:
+                level_db += a_level * (rms - level_db) * (4.0 if rms > level_db + 6 else 1.0)
+            if pitch_l[i] > 0:
+                log_pitch = lp_l[i] if log_pitch == 0.0 else log_pitch + a_pitch * (lp_l[i] - log_pitch)
+            if voicing > 0.5 and rms > level_db - 10.0:
+                shape_db += a_shape * (sc_l[i] - shape_db)
+            level[i], lp[i], shape[i] = level_db, log_pitch, shape_db
+        self.level_db, self.log_pitch, self.shape_db = level_db, log_pitch, shape_db
+        return (np.array(level, np.float32), f1ref, np.array(lp, np.float32), np.array(shape, np.float32))
+
+    def _f1_refs(self, rms: np.ndarray, f1: np.ndarray) -> np.ndarray:
+        """Running F1 peak: ref_i = max(ref_{i-1} - decay, f1_i, -45) on rows with rms > -70."""
+        decay = 3.0 / FRAME_RATE  # dB per row the F1 peak forgets
+        on = rms > -70.0
+        c = np.cumsum(on)                                    # decays applied up to row i
+        v = np.where(on, np.maximum(f1.astype(np.float64), -45.0), -np.inf) + decay * c
+        peak = np.maximum.accumulate(np.maximum(v, float(self.f1_ref_db)))
+        ref = peak - decay * c
+        if ref.size:
+            self.f1_ref_db = float(ref[-1])
+        return ref.astype(np.float32)
 
     def rows(self, feats: np.ndarray) -> np.ndarray:
         """Target rows (n, NUM_TARGETS) for feature rows (n, NUM_FEATURES)."""

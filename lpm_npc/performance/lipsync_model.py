@@ -124,17 +124,26 @@ class MelFrontEnd:
         if frames.shape[0] == 0:
             return np.zeros((0, N_MELS), np.float32)
         frames = frames - frames.mean(axis=1, keepdims=True)
-        spec = np.abs(np.fft.rfft(frames * self._window, NFFT)) ** 2 / WIN
-        return np.log10(spec @ self._fb + LOG_FLOOR).astype(np.float32)
+        return self.rows_from_power(np.abs(np.fft.rfft(frames * self._window, NFFT)) ** 2)
 
-    def push(self, samples: np.ndarray) -> np.ndarray:
+    def rows_from_power(self, power: np.ndarray) -> np.ndarray:
+        """Mel rows from (n, NFFT//2+1) power spectra of mean-removed, Hann-windowed frames."""
+        return np.log10((power / WIN) @ self._fb + LOG_FLOOR).astype(np.float32)
+
+    def push(self, samples: np.ndarray, power: np.ndarray | None = None) -> np.ndarray:
+        """Mel rows of the hops these samples complete. `power`: their frames' power spectra when
+        already computed (FeatureExtractor.last_power of the same samples: the same framing)."""
         x = np.asarray(samples, np.float32).reshape(-1)
         data = np.concatenate([self._pending, x]) if self._pending.size else x
         n = data.size // HOP
         if n == 0:
             self._pending = data.copy()
             return np.zeros((0, N_MELS), np.float32)
-        rows, self._buf = self._frames(data, self._buf)
+        if power is not None and power.shape[0] == n:
+            rows = self.rows_from_power(power)
+            self._buf = np.concatenate([self._buf, data[:n * HOP]])[-WIN:]
+        else:
+            rows, self._buf = self._frames(data, self._buf)
         self._pending = data[n * HOP:].copy()
         return rows
 
@@ -247,12 +256,13 @@ class StreamingVisemes:
         """Number of rows (from the start) that are final."""
         return max(self.hops - self.net.info.lookahead, 0)
 
-    def push(self, samples: np.ndarray) -> np.ndarray:
-        return self.push_with_provisional(samples, provisional=False)[0]
+    def push(self, samples: np.ndarray, power: np.ndarray | None = None) -> np.ndarray:
+        return self.push_with_provisional(samples, provisional=False, power=power)[0]
 
-    def push_with_provisional(self, samples: np.ndarray, provisional: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(final rows, provisional rows) after these samples, in one network run."""
-        mels = self.front.push(samples)
+    def push_with_provisional(self, samples: np.ndarray, provisional: bool = True,
+                              power: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(final rows, provisional rows) after these samples, in one network run (`power`: see MelFrontEnd.push)."""
+        mels = self.front.push(samples, power)
         empty = np.zeros((0, NUM_VISEMES), np.float32)
         if mels.shape[0] == 0:
             return empty, empty

@@ -10,6 +10,14 @@ With `lipsync="learned"` the jaw / round / spread / press columns come from the 
 `lookahead` hops of audio after a row, so the last `lookahead` rows of the queued audio are
 provisional (computed as if silence followed, which is exact at the end of a line) and are
 recomputed when the next contiguous chunk arrives.
+
+Evaluation is lazy: `push()` only queues the samples; everything queued is turned into rows in one
+block when a `window()` reads a row that is not final yet, or when more than `MAX_PENDING_S` of
+audio is queued. A live stream of small chunks pushed ahead of playback thus runs the front end,
+network and tracker once per (ahead - ~0.14 s) of audio instead of once per chunk (the per-run
+cost, mostly fixed, dominated with 10-20 ms chunks). Every stage is causal and chunk-invariant, so
+the rows a window sees are the same as if each chunk had been processed as it arrived (final rows
+for any chunking, provisional rows computed from all audio pushed so far).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ KEEP_BEHIND_S = 0.3           # rows kept behind the playhead (blur / press wind
 MAX_AHEAD_S = 300.0           # NPC audio may be queued at most this far ahead of the playhead
 CONTIGUOUS_TOL_S = 0.002      # a chunk starting this close to the previous end continues it
 _RESET_GAP = WIN + HOP        # beyond this many samples of gap the extractor restarts
+MAX_PENDING_S = 1.0           # queued, unprocessed audio is processed once it exceeds this
 
 
 class RowRing:
@@ -125,8 +134,11 @@ class NpcTimeline:
         self.net = shared_net() if lipsync == "learned" else None
         self.lipsync = "learned" if self.net is not None else "signal"
         self.extractor = FeatureExtractor()
-        self.tracker = ArticulationTracker()
-        self.rows = RowRing(NUM_TARGETS)
+        self._tracker = ArticulationTracker()
+        self._rows = RowRing(NUM_TARGETS)
+        self._queue: list[np.ndarray] = []   # pushed, not yet processed samples (contiguous, from _fed)
+        self._queued = 0
+        self._fed = 0                        # global sample index up to which audio has been processed
         self._visemes: StreamingVisemes | None = None
         self._final_g = 0                                  # first row whose learned columns are provisional
         self._tail = np.zeros((0, NUM_TARGETS), np.float32)  # tracker rows of the provisional hops
@@ -134,6 +146,18 @@ class NpcTimeline:
         self._ext_start = 0            # global sample index of the extractor's first sample
         self._end: int | None = None   # global sample index where fed audio ends
         self.intervals: list[list[float]] = []  # [start_s, end_s] of placed audio, merged
+
+    @property
+    def rows(self) -> RowRing:
+        """All rows of the audio pushed so far (processes any queued audio first)."""
+        self.flush()
+        return self._rows
+
+    @property
+    def tracker(self) -> ArticulationTracker:
+        """The signal tracker, up to date with all audio pushed so far."""
+        self.flush()
+        return self._tracker
 
     @property
     def end_s(self) -> float | None:
@@ -183,15 +207,21 @@ class NpcTimeline:
                 self._feed(np.zeros(gap, np.float32))
             else:
                 self._feed(np.zeros(_RESET_GAP, np.float32))   # finish the previous tail
+                self.flush()
                 self._restart(start)
         elif self._end is None:
+            self.flush()
             self._restart(start)
         if self.net is not None:
             if text and (restarted or self.aligner is None or text != self.aligner.text):
+                self.flush()    # queued audio belongs to the previous line's alignment
                 self.aligner = LineAligner.for_text(text, voice=text_voice)
             elif restarted and not text:
+                self.flush()
                 self.aligner = None
         self._feed(samples)
+        if self._queued > MAX_PENDING_S * RATE:
+            self.flush()
         s0, s1 = start / RATE, (start + samples.size) / RATE
         if self.intervals and s0 - self.intervals[-1][1] <= 0.01:
             self.intervals[-1][1] = max(self.intervals[-1][1], s1)
@@ -207,26 +237,54 @@ class NpcTimeline:
             self._tail = np.zeros((0, NUM_TARGETS), np.float32)
         self._ext_start = aligned
         self._end = aligned
+        self._fed = aligned
         if start > aligned:
             self._feed(np.zeros(start - aligned, np.float32))
 
     def _feed(self, x: np.ndarray) -> None:
+        """Queue samples (contiguous with what was queued before); processed by flush()."""
         if x.size == 0:
             return
+        self._queue.append(np.array(x, np.float32, copy=True).reshape(-1))
+        self._queued += x.size
+        self._end += x.size
+
+    def _ready_g(self) -> int:
+        """First row index that processing more queued audio could add or change."""
+        if self._visemes is not None:
+            return self._final_g
+        return self._fed // HOP
+
+    def flush(self, upto: int | None = None) -> None:
+        """Process queued audio up to global sample `upto` (hop-aligned; all of it when None)."""
+        if not self._queued:
+            return
+        n = self._queued if upto is None else min(max(upto - self._fed, 0), self._queued)
+        if n <= 0:
+            return
+        data = self._queue[0] if len(self._queue) == 1 else np.concatenate(self._queue)
+        x, rest = data[:n], data[n:]
+        self._queue = [rest] if rest.size else []
+        self._queued = rest.size
+        self._process(x)
+
+    def _process(self, x: np.ndarray) -> None:
         g0 = self._ext_start // HOP + self.extractor.rows_emitted
         feats = self.extractor.push(x)
-        self._end += x.size
+        self._fed += x.size
         if self._visemes is not None:
-            self._feed_learned(x, self.tracker.rows(feats) if feats.shape[0] else None)
+            self._feed_learned(x, self._tracker.rows(feats) if feats.shape[0] else None, self.extractor.last_power)
         elif feats.shape[0]:
-            self.rows.append(g0, self.tracker.rows(feats))
+            self._rows.append(g0, self._tracker.rows(feats))
 
-    def _feed_learned(self, x: np.ndarray, tracker_rows: np.ndarray | None) -> None:
-        """Replace the provisional rows: final ones for the hops now `lookahead` behind, the rest provisional."""
+    def _feed_learned(self, x: np.ndarray, tracker_rows: np.ndarray | None, power: np.ndarray | None = None) -> None:
+        """Replace the provisional rows: final ones for the hops now `lookahead` behind, the rest provisional.
+
+        `power`: the extractor's spectra of the same hops (the mel front end frames them identically)."""
         if tracker_rows is None:   # no hop completed: nothing changes
             self._visemes.push(x)
             return
-        final, prov = self._visemes.push_with_provisional(x)
+        final, prov = self._visemes.push_with_provisional(x, power=power)
         rows = np.concatenate([self._tail, tracker_rows])
         if self.aligner is not None:
             final = self.aligner.update(final)
@@ -234,8 +292,8 @@ class NpcTimeline:
         post = np.concatenate([final, prov])
         n = min(rows.shape[0], post.shape[0])
         rows[:n, :4] = visemes_to_targets(post[:n], rows[:n, T["active"]])
-        self.rows.truncate_from(self._final_g)
-        self.rows.append(self._final_g, rows)
+        self._rows.truncate_from(self._final_g)
+        self._rows.append(self._final_g, rows)
         k = final.shape[0]
         self._final_g += k
         self._tail = rows[k:].copy()
@@ -244,7 +302,11 @@ class NpcTimeline:
         """Target rows centred in [t_lo, t_hi] and their centre times."""
         g_lo = int(np.floor(t_lo * RATE / HOP)) - 1
         g_hi = int(np.ceil(t_hi * RATE / HOP)) + 2
-        rows, idx = self.rows.window(g_lo, g_hi)
+        if self._queued and g_hi > self._ready_g():
+            # a row this window reads may still change: process everything queued (one block: the
+            # rows then stay final for as long as the queued audio reaches past the playhead)
+            self.flush()
+        rows, idx = self._rows.window(g_lo, g_hi)
         return rows, row_time(idx)
 
     def speaking_at(self, t: float, hangover_s: float) -> bool:
@@ -256,15 +318,16 @@ class NpcTimeline:
         return False
 
     def trim(self, t: float) -> None:
-        self.rows.trim_before(int(np.floor((t - KEEP_BEHIND_S) * RATE / HOP)))
-        self.rows.shrink()
+        self._rows.trim_before(int(np.floor((t - KEEP_BEHIND_S) * RATE / HOP)))
+        self._rows.shrink()
         while len(self.intervals) > 1 and self.intervals[0][1] < t - 10.0:
             self.intervals.pop(0)
 
     def truncate(self, t: float) -> None:
         """Drop everything after `t` (barge-in): rows, intervals and the extractor's pending audio."""
         cut = int(round(t * RATE))
-        self.rows.truncate_from(int(np.ceil(t * RATE / HOP)))
+        self.flush()
+        self._rows.truncate_from(int(np.ceil(t * RATE / HOP)))
         kept = []
         for s0, s1 in self.intervals:
             if s0 < t:

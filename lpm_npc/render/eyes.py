@@ -198,7 +198,7 @@ def composite_eyes(canvas: torch.Tensor, origin: tuple[int, int], plan: EyePlan,
                        align_corners=True)
     ir = F.grid_sample(iris_rgba.expand(n, -1, -1, -1), co[..., 5:7], mode="bilinear", padding_mode="zeros",
                        align_corners=True)
-    colour = pl + (ir[:, :3] - pl) * ir[:, 3:4]
+    colour = pl.lerp_(ir[:, :3], ir[:, 3:4])
     crops = torch.cat([canvas[:, :3, y:y + h, x:x + w] for x, y in offs])
     base = crops
     if plan.blinking:
@@ -216,12 +216,12 @@ def composite_eyes(canvas: torch.Tensor, origin: tuple[int, int], plan: EyePlan,
         skin_w = (0.8 * side * edge_in) * smoothstep(depth)
         lash_w = (0.35 * side) * torch.exp(-(((vu - v) / (0.06 * eh + 0.5)) ** 2))
         lc = lid_colour.repeat_interleave(B, 0)                  # (2B, 2, 3)
-        base = base + (lc[:, 0, :, None, None] - base) * skin_w[:, None]
-        base = base + (lc[:, 1, :, None, None] - base) * lash_w[:, None]
+        base = torch.lerp(base, lc[:, 0, :, None, None].expand_as(base), skin_w[:, None])
+        base = base.lerp_(lc[:, 1, :, None, None].expand_as(base), lash_w[:, None])
         # shadow cast by the lid as it comes down
-        colour = colour * (1.0 - 0.25 * closing * torch.exp(-(v - vu).clamp_min(0) / (0.18 * eh + 0.5)))[:, None]
-    new = base + (colour - base) * opening[:, None]
+        colour = colour.mul_((1.0 - 0.25 * closing * torch.exp(-(v - vu).clamp_min(0) / (0.18 * eh + 0.5)))[:, None])
+    new = torch.lerp(base, colour, opening[:, None])
     gate = torch.from_numpy(plan.gate).to(dev)[:, None, None, None]
-    delta = (new - crops) * gate  # exactly 0 wherever the layer does nothing
+    delta = new.sub_(crops).mul_(gate)  # exactly 0 wherever the layer does nothing
     for i, (x, y) in enumerate(offs):  # added, not assigned: correct even if the two crops overlap
         canvas[:, :3, y:y + h, x:x + w] += delta[i * B:(i + 1) * B]

@@ -22,6 +22,15 @@ from lpm_npc.render.contour import TABLE_U, Frame, height_table, lookup, pixel_t
 # tooth boundaries along u (incisors wider in the middle), as a share of the half mouth width
 _TOOTH_EDGES = (0.0, 0.19, -0.19, 0.35, -0.35)
 _LUMA = (0.299, 0.587, 0.114)
+_LUMA_T: dict[str, torch.Tensor] = {}
+
+
+def _luma(dev: torch.device) -> torch.Tensor:
+    key = str(dev)
+    t = _LUMA_T.get(key)
+    if t is None:
+        t = _LUMA_T[key] = torch.tensor(_LUMA, device=dev)
+    return t
 
 
 @dataclass
@@ -159,7 +168,7 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPl
     x0, y0, x1, y1 = bx0 - rx0, by0 - ry0, bx1 - rx0, by1 - ry0
     h, w = y1 - y0, x1 - x0
     dev = canvas.device
-    mw = plan.mouth_width
+    mw = float(plan.mouth_width)  # a Python float: a numpy scalar costs a tensor conversion per op
     co = torch.matmul(pixel_table(h, w, dev), torch.from_numpy(plan.affine).to(dev)).view(B, h, w, 3)
     t = lookup(torch.from_numpy(plan.table).to(dev), co[..., 0:2])
     v = co[..., 2]
@@ -175,13 +184,13 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPl
 
     # lips: where the portrait's own teeth were baked into the inner lip edge, pull pale pixels toward
     # the lip colour (only as far as the mouth is open, so a closed mouth is left as it is)
-    luma = torch.tensor(_LUMA, device=dev)
+    luma = _luma(dev)
     lum = torch.einsum("bchw,c->bhw", region, luma)
     pale = ((lum - ((col[0] * luma).sum() + 8.0)) * (1.0 / 40.0)).clamp_(0.0, 1.0)
     band = torch.exp(d_lo.clamp(max=0.0) * (1.0 / (0.035 * mw + 0.5))) * ramp(-d_lo, 1.0) \
         + torch.exp(d_up.clamp(max=0.0) * (1.0 / (0.02 * mw + 0.5))) * ramp(-d_up, 1.0)
-    lip_w = band * pale * (gap * (1.0 / (0.03 * mw + 1.0))).clamp_(max=1.0) * (0.85 * t[:, _C["lip_side"]])
-    region = region + (col[0][None, :, None, None] * 0.9 - region) * lip_w[:, None]
+    lip_w = band.mul_(pale).mul_((gap * (1.0 / (0.03 * mw + 1.0))).clamp_(max=1.0)).mul_(0.85 * t[:, _C["lip_side"]])
+    region = torch.lerp(region, (col[0] * 0.9)[None, :, None, None].expand_as(region), lip_w[:, None])
 
     if interior is not None:
         colour = _interior_colour(interior, co[..., 0], d_up, d_lo, gap, mw, col[3])
@@ -190,10 +199,10 @@ def composite_mouth(canvas: torch.Tensor, origin: tuple[int, int], plan: MouthPl
     # the lips roll into the mouth: darken their inner edge a little so the opening meets them softly
     # (scaled by the gap, so a closed mouth is left exactly as it is)
     out_d = torch.maximum(-d_up, -d_lo).clamp_min(0.0)
-    rim = torch.exp(-out_d * (1.0 / (0.025 * mw + 0.5))) * t[:, _C["inside"]] \
-        * (gap * (1.0 / (0.04 * mw + 1.0))).clamp(max=1.0)
-    region = region * (1.0 - 0.28 * rim)[:, None]
-    canvas[:, :3, y0:y1, x0:x1] = region + (colour - region) * opening[:, None]
+    rim = torch.exp_(out_d.mul_(-1.0 / (0.025 * mw + 0.5))).mul_(t[:, _C["inside"]]) \
+        .mul_((gap * (1.0 / (0.04 * mw + 1.0))).clamp_(max=1.0))
+    region.mul_(rim.mul_(-0.28).add_(1.0)[:, None])
+    canvas[:, :3, y0:y1, x0:x1] = region.lerp_(colour, opening[:, None])
 
 
 def _interior_colour(interior: InteriorTexture, u: torch.Tensor, d_up: torch.Tensor, d_lo: torch.Tensor,
@@ -246,20 +255,20 @@ def _drawn_colour(t: torch.Tensor, col: torch.Tensor, v: torch.Tensor, d_up: tor
     t_w = ramp(v - tongue_top, 0.08 * mw + 1.0) * t[:, _C["tongue_side"]] \
         * (0.6 * smoothstep(gap * (1.0 / (0.14 * mw + 1.0))))
     tongue = col[4][None, :, None, None] * ((0.35 + 0.25 * depth) * t[:, _C["tongue_shade"]])[:, None]
-    colour = colour + (tongue - colour) * t_w[:, None]
+    colour = colour.lerp_(tongue, t_w[:, None])
     if max_gap > 0.12 * mw:  # lower teeth: a faint hint at wide openings (exactly 0 below that gap)
         lt_h = 0.04 * mw
         lt_w = ramp(lt_h - d_lo, 0.4 * lt_h + 1.0) * t[:, _C["low_side"]] \
             * (0.3 * smoothstep((gap - 0.12 * mw) * (1.0 / (0.1 * mw + 1.0))))
-        colour = colour + (col[2][None, :, None, None] * 0.5 - colour) * lt_w[:, None]
+        colour = colour.lerp_((col[2] * 0.5)[None, :, None, None].expand_as(colour), lt_w[:, None])
     # upper teeth just under the upper lip: off-white in the middle, falling into warm shadow toward
     # the corners and right under the lip (shadow mixes toward the cavity colour, not toward grey)
     t_top, t_bot = t[:, _C["t_top"]], t[:, _C["t_bot"]]
     ut_w = ramp(t_bot - v, max(1.0, 0.02 * mw)) * ramp(v - t_top, 1.0) * t[:, _C["teeth_side"]]
     lit = t[:, _C["teeth_shade"]] * (0.72 + 0.28 * smoothstep(d_up * (1.0 / (0.04 * mw + 1.0))))
     teeth = col[3][None, :, None, None] + (col[2] - col[3])[None, :, None, None] * lit[:, None]
-    colour = colour + (teeth - colour) * ut_w[:, None]
+    colour = colour.lerp_(teeth, ut_w[:, None])
     # a soft shadow under the upper lip and above the lower lip
-    lip_shadow = 1.0 - 0.3 * torch.exp(-d_up.clamp_min(0) * (1.0 / (0.02 * mw + 0.5))) \
-        - 0.3 * torch.exp(-d_lo.clamp_min(0) * (1.0 / (0.025 * mw + 0.5)))
-    return colour * lip_shadow[:, None]
+    lip_shadow = 1.0 - 0.3 * torch.exp_(d_up.clamp_min(0).mul_(-1.0 / (0.02 * mw + 0.5))) \
+        - 0.3 * torch.exp_(d_lo.clamp_min(0).mul_(-1.0 / (0.025 * mw + 0.5)))
+    return colour.mul_(lip_shadow[:, None])

@@ -316,10 +316,10 @@ def backward_core(pos: torch.Tensor, rest2: torch.Tensor, grid_vertex: torch.Ten
     gx = (px[:, :, 1:-1, 2:] - px[:, :, 1:-1, :-2]) * inv2h                 # d field / dx
     gy = (px[:, :, 2:, 1:-1] - px[:, :, :-2, 1:-1]) * inv2h                 # d field / dy
     # inverse Jacobian of x -> x + field(x): [[a, b], [c, d]]^-1 = [[d, -b], [-c, a]] / det; the
-    # sampled channels are fld, (d, c, b, a) / det and a step is (d rx - b ry, a ry - c rx)
+    # sampled channels are fld, (d, a, b, c) / det and a step is (d rx - b ry, a ry - c rx)
     a, b, c, d = gx[:, 0:1] + 1, gy[:, 0:1], gx[:, 1:2], gy[:, 1:2] + 1
     rdet = 1.0 / (a * d - b * c).clamp_min(0.1)
-    f6 = torch.cat([fld, torch.cat([d, c, b, a], 1) * rdet], 1)               # (B, 6, h, w)
+    f6 = torch.cat([fld, torch.cat([d, a, b, c], 1) * rdet], 1)               # (B, 6, h, w)
     lo = base[:, :, :1, :1]
     scale = 2.0 / (base[:, :, -1:, -1:] - lo)
     x = base - fld
@@ -328,8 +328,8 @@ def backward_core(pos: torch.Tensor, rest2: torch.Tensor, grid_vertex: torch.Ten
         smp = F.grid_sample(f6, ((x - lo) * scale - 1).permute(0, 2, 3, 1), mode="bilinear",
                             padding_mode="border", align_corners=True)
         r = x + smp[:, :2] - base
-        rx, ry = r[:, 0:1], r[:, 1:2]
-        step = torch.cat([smp[:, 2:3] * rx - smp[:, 4:5] * ry, smp[:, 5:6] * ry - smp[:, 3:4] * rx], 1)
+        # both components at once: (d, a) * (rx, ry) - (b, c) * (ry, rx)
+        step = smp[:, 2:4] * r - smp[:, 4:6] * torch.cat([r[:, 1:2], r[:, 0:1]], 1)
         x = x - step.clamp(-lim, lim)
     return x
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 
 from .. import __version__
@@ -66,6 +67,12 @@ class Runtime:
         self._lock = threading.Lock()
         self.scheduler = FrameScheduler(self.renderer, workers=self.config.render_threads,
                                         coalesce_s=self.config.coalesce_ms / 1000.0)
+        # Sessions sharded over worker processes (runtime/workers.py); None = all in this process.
+        self.pool = None
+        if self.config.worker_processes > 0:
+            from .workers import WorkerPool
+
+            self.pool = WorkerPool(self.config)
         self.capacity: Capacity | None = None
         if self.config.frame_cost_fixed_ms > 0 and self.config.frame_cost_per_mpx_ms > 0:
             self.capacity = Capacity(FrameCost(self.config.frame_cost_fixed_ms, self.config.frame_cost_per_mpx_ms),
@@ -73,7 +80,8 @@ class Runtime:
 
     # -- capacity -------------------------------------------------------------------------------
     def _budget_ms_per_s(self) -> float:
-        return 1000.0 * max(1, self.config.render_threads) * self.config.utilisation
+        makers = self.config.worker_processes or self.config.render_threads  # one render thread per worker
+        return 1000.0 * max(1, makers) * self.config.utilisation
 
     def calibrate(self) -> Capacity:
         """Measure the cost of a frame on this machine and backend (batched, like the server runs)."""
@@ -134,17 +142,23 @@ class Runtime:
                 )
         o = options.output
         self.admit(o.width, o.height, o.fps)
+        # Loads (or builds and caches on disk) the rig here: a worker process loads it from the cache.
         rig = self.store.get(options.character_id)
-        prepared = self._prepare(options.character_id, rig)
         resume_state = self.resume.take(options.resume_token) if options.resume_token else None
-        session = PerformSession(options, rig, prepared, self.renderer, resume_state=resume_state,
-                                 seed=seed)
+        if self.pool is not None:
+            session = self.pool.open_session(options, uuid.uuid4().hex[:16], seed=seed, resume_state=resume_state)
+        else:
+            prepared = self._prepare(options.character_id, rig)
+            session = PerformSession(options, rig, prepared, self.renderer, resume_state=resume_state,
+                                     seed=seed)
         with self._lock:
-            if len(self._sessions) >= self.config.max_sessions:
-                raise CapacityError(
-                    f"the server is at its capacity of {self.config.max_sessions} sessions."
-                )
-            self._sessions[session.session_id] = session
+            full = len(self._sessions) >= self.config.max_sessions
+            if not full:
+                self._sessions[session.session_id] = session
+        if full:
+            if getattr(session, "remote", False):
+                session.close()
+            raise CapacityError(f"the server is at its capacity of {self.config.max_sessions} sessions.")
         log.info("session %s opened: character=%s %dx%d@%d %s", session.session_id,
                  options.character_id, options.output.width, options.output.height,
                  options.output.fps, options.output.pixel_format.value)
@@ -153,7 +167,11 @@ class Runtime:
     def close_session(self, session: PerformSession) -> None:
         with self._lock:
             removed = self._sessions.pop(session.session_id, None)
-        if removed is not None:
+        if removed is not None and getattr(session, "remote", False):
+            # The worker answers with the state later; the resume store gets it then.
+            session.close(lambda state, sid=session.session_id: self.resume.put(sid, state))
+            log.info("session %s closed after %d frames", session.session_id, session.frames_rendered)
+        elif removed is not None:
             self.resume.put(session.session_id, session.state_dict())
             log.info("session %s closed after %d frames", session.session_id, session.frames_rendered)
 
@@ -206,6 +224,12 @@ class Runtime:
                                        if self.capacity else 0),
         }
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live render workers (empty without worker processes)."""
+        return self.pool.pids() if self.pool is not None else []
+
     def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
         self.scheduler.close()
         self.store.close()

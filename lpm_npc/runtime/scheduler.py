@@ -82,6 +82,8 @@ class FrameScheduler:
 
     async def render(self, session: PerformSession) -> RenderedFrame:
         """The next frame of `session`, made together with the other sessions due now."""
+        if getattr(session, "remote", False):  # a RemoteSession: its worker process batches it
+            return await session.render()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
 

@@ -169,13 +169,16 @@ class PerformSession:
         return events
 
     def set_dialogue_state(self, phase: Phase | None = None, emotion: Emotion | None = None,
-                           intensity: float = 1.0, transition_ms: int = 300, direction: str = "") -> None:
+                           intensity: float = 1.0, transition_ms: int = 300, direction: str = "",
+                           direction_result=...) -> None:
+        """`direction_result`: the direction already interpreted elsewhere (a worker process gets it
+        from the server process, which holds the sentence model); None = it could not be."""
         if not 0.0 <= intensity <= 1.0 or intensity != intensity:
             raise InvalidInputError(f"intensity={intensity} must be within 0..1.")
         if transition_ms > 60000:
             raise InvalidInputError(f"transition_ms={transition_ms} must be at most 60000.")
-        result = None
-        if direction:
+        result = None if direction_result is ... else direction_result
+        if direction and direction_result is ...:
             # Interpret outside the lock: the sentence model takes tens of ms (and loads on first use
             # unless the server warmed it up); frames keep coming meanwhile.
             from ..performance.direction import interpret, validate_direction

@@ -107,6 +107,9 @@ async def serve_forever(config: ServerConfig, ready: threading.Event | None = No
     if warm_default:
         # Build (or load) the default character now so the first session starts without a pause.
         await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.store.ensure_default)
+    if running.runtime.pool is not None:
+        # Worker processes import torch and load the renderer (seconds): be ready before SERVING.
+        await loop.run_in_executor(running.executor, running.runtime.pool.wait_ready)
     if config.admission:
         # Measure what a frame costs here, for admission control (about a second).
         await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.calibrate)

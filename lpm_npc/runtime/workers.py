@@ -1,0 +1,580 @@
+"""Sessions sharded over worker processes, so that one GIL no longer serialises every NPC.
+
+With `ServerConfig.worker_processes = N >= 1` the server process keeps gRPC, the pumps (wall-clock
+pacing), admission control and the resume store; each of N worker processes owns a shard of the
+sessions completely: audio decode/features/lip-sync, the performance model, batched rendering and
+encoding. They talk over one duplex multiprocessing pipe per worker ("spawn" context: torch and
+gRPC do not survive fork):
+
+    server -> worker   (req_id, op, args)        req_id 0: no reply wanted (one-way)
+    worker -> server   (req_id, ok, payload)     payload: the result, or the exception when not ok
+
+Ops: open (options, session_id, seed, resume_state), audio, state, interrupt, output, pause,
+resume, skip, render (session_id, index) -> (RenderedFrame, audio_seq, npc_audio_pending),
+state_dict, close -> state_dict, shutdown. Inputs are one-way (validated in the server process
+first, so a bad chunk still gets its non-fatal error at once); only open, render and close wait.
+
+In the server a `RemoteSession` stands in for the `PerformSession`: it mirrors the frame clock
+(next index, fps changes, skips, pause), so pacing needs no round trip; `render()` asks the worker
+for frame `index` and awaits the reply (a reader thread per pipe resolves futures). In the worker
+render requests go to a `FrameScheduler`, so requests of one tick are rendered in one
+`render_many` call. A worker that dies fails its sessions ("render worker exited: ...") and is
+replaced; the others carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from typing import Callable
+
+from ..config import OutputOptions, ServerConfig, SessionOptions
+from ..errors import AudioFormatError, InvalidInputError, LpmError
+from .clock import FrameClock
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 180.0
+
+
+class WorkerExitedError(LpmError):
+    """The worker process that owned a session is gone (status INTERNAL)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# worker process
+# ------------------------------------------------------------------------------------------------
+def _worker_main(conn, config: ServerConfig, slot: int, log_level: int) -> None:
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:  # Ctrl-C reaches the whole process group: the server drains and then stops us
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # pragma: no cover
+        pass
+    logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s worker-{slot} %(name)s: %(message)s")
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    _Worker(conn, config).run()
+    # Skip the interpreter's teardown (torch's takes seconds on a busy machine): nothing is left
+    # to flush but the logs.
+    logging.shutdown()
+    os._exit(0)
+
+
+class _Worker:
+    def __init__(self, conn, config: ServerConfig):
+        from ..character.store import CharacterStore
+        from ..render.backends import make_renderer
+        from .scheduler import FrameScheduler
+
+        self.conn = conn
+        self.config = config
+        self._send_lock = threading.Lock()
+        self.store = CharacterStore(config.cache_dir)
+        self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
+        self.scheduler = FrameScheduler(self.renderer, workers=1, coalesce_s=config.coalesce_ms / 1000.0)
+        self.sessions: dict = {}
+        self.audio_seq: dict[str, int] = {}
+        self._prepared: OrderedDict[str, object] = OrderedDict()
+
+    def send(self, msg) -> None:
+        try:
+            with self._send_lock:
+                self.conn.send(msg)
+        except (OSError, ValueError, EOFError):  # the server is gone; the main loop notices
+            pass
+        except Exception as exc:  # noqa: BLE001 - an unpicklable payload: report it instead
+            if msg[0]:
+                with self._send_lock:
+                    self.conn.send((msg[0], False, RuntimeError(f"worker reply could not be sent: {exc!r}")))
+
+    def run(self) -> None:
+        self.send((0, True, ("ready", os.getpid())))
+        while True:
+            try:
+                req_id, op, args = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            if op == "shutdown":
+                break
+            try:
+                if op == "render":
+                    self._render(req_id, *args)
+                    continue
+                result = getattr(self, "op_" + op)(*args)
+                if req_id:
+                    self.send((req_id, True, result))
+            except BaseException as exc:  # noqa: BLE001 - goes back to the caller
+                if req_id:
+                    self.send((req_id, False, _portable(exc)))
+                else:
+                    log.warning("%s failed: %s", op, exc)
+        self.scheduler.close()
+        self.store.close()
+        try:
+            self.send((0, True, ("bye", os.getpid())))
+            self.conn.close()
+        except OSError:
+            pass
+
+    def _session(self, sid: str):
+        session = self.sessions.get(sid)
+        if session is None:
+            raise LpmError(f"session {sid} is not open on this worker")
+        return session
+
+    def _render(self, req_id: int, sid: str, index: int) -> None:
+        session = self._session(sid)
+        if index > session.next_index:
+            session.skip_to(index, count_as_dropped=False)
+
+        def done(frame, error) -> None:
+            if error is not None:
+                self.send((req_id, False, _portable(error)))
+            else:
+                self.send((req_id, True, (frame, self.audio_seq.get(sid, 0), session.npc_audio_pending())))
+
+        self.scheduler.submit(session, done)
+
+    # -- ops --------------------------------------------------------------------------------------
+    def op_open(self, options: SessionOptions, session_id: str, seed, resume_state) -> str:
+        from .session import PerformSession
+
+        rig = self.store.get(options.character_id)
+        prepared = self._prepared.get(options.character_id)
+        if prepared is None:
+            prepared = self._prepared[options.character_id] = self.renderer.prepare(rig)
+            while len(self._prepared) > 64:
+                self._prepared.popitem(last=False)
+        self.sessions[session_id] = PerformSession(options, rig, prepared, self.renderer, session_id=session_id,
+                                                   resume_state=resume_state, seed=seed)
+        self.audio_seq[session_id] = 0
+        return session_id
+
+    def op_audio(self, sid, seq, channel, pcm, sample_rate, num_channels, sample_index, text, arrived_at):
+        try:
+            return self._session(sid).push_audio(channel, pcm, sample_rate, num_channels, sample_index, text,
+                                                 arrived_at=arrived_at)
+        finally:
+            self.audio_seq[sid] = seq
+
+    def op_state(self, sid, phase, emotion, intensity, transition_ms, direction, result) -> None:
+        self._session(sid).set_dialogue_state(phase, emotion, intensity, transition_ms, direction,
+                                              direction_result=result)
+
+    def op_interrupt(self, sid) -> None:
+        self._session(sid).interrupt()
+
+    def op_output(self, sid, width, height, fps) -> None:
+        self._session(sid).set_output(width, height, fps)
+
+    def op_skip(self, sid, index, count_as_dropped) -> None:
+        self._session(sid).skip_to(index, count_as_dropped)
+
+    def op_state_dict(self, sid) -> dict:
+        return self._session(sid).state_dict()
+
+    def op_close(self, sid) -> dict | None:
+        session = self.sessions.pop(sid, None)
+        self.audio_seq.pop(sid, None)
+        return session.state_dict() if session is not None else None
+
+    def op_ping(self) -> int:
+        return os.getpid()
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """An exception that survives pickling (LpmError subclasses do; others become RuntimeError)."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------------------------------------
+# server side
+# ------------------------------------------------------------------------------------------------
+class WorkerHandle:
+    """One worker process, its pipe and the reader thread that settles replies."""
+
+    def __init__(self, pool: "WorkerPool", slot: int):
+        self.pool = pool
+        self.slot = slot
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, name=f"lpm-npc-worker-{slot}",
+                                args=(child, pool.config, slot, logging.getLogger().getEffectiveLevel()),
+                                daemon=True)
+        self.proc.start()
+        child.close()
+        self.conn = parent
+        self.pid = self.proc.pid
+        self.ready = threading.Event()
+        self.alive = True
+        self.exit_reason = ""
+        self.sessions: dict[str, RemoteSession] = {}
+        self._pending: dict[int, Future] = {}
+        self._lock = threading.Lock()        # pending replies, alive
+        self._send_lock = threading.Lock()   # whole messages on the pipe
+        self._ids = itertools.count(1)
+        self._reader = threading.Thread(target=self._read, name=f"worker-{slot}-reader", daemon=True)
+        self._reader.start()
+
+    # -- calls ------------------------------------------------------------------------------------
+    def call(self, op: str, *args) -> Future:
+        """Send a request; the Future gets the reply (or WorkerExitedError)."""
+        fut: Future = Future()
+        with self._lock:
+            if not self.alive:
+                fut.set_exception(WorkerExitedError(self.exit_reason or "render worker exited"))
+                return fut
+            req_id = next(self._ids)
+            self._pending[req_id] = fut
+        # Sent outside self._lock: the reader thread must always be able to settle replies, or a
+        # worker blocked writing a frame could stop reading requests (and a full pipe deadlock us).
+        try:
+            with self._send_lock:
+                self.conn.send((req_id, op, args))
+        except (OSError, ValueError) as exc:
+            with self._lock:
+                self._pending.pop(req_id, None)
+            if not fut.done():
+                fut.set_exception(WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
+        return fut
+
+    def send(self, op: str, *args) -> None:
+        """One-way request (no reply)."""
+        if not self.alive:
+            raise WorkerExitedError(self.exit_reason or "render worker exited")
+        try:
+            with self._send_lock:
+                self.conn.send((0, op, args))
+        except (OSError, ValueError) as exc:
+            raise WorkerExitedError(self.exit_reason or f"render worker exited: pipe closed ({exc})") from exc
+
+    @property
+    def load(self) -> tuple[int, int]:
+        ss = list(self.sessions.values())
+        return (len(ss), sum(s.output.width * s.output.height * s.output.fps for s in ss if not s.paused))
+
+    # -- reader -----------------------------------------------------------------------------------
+    def _read(self) -> None:
+        while True:
+            try:
+                req_id, ok, payload = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception:  # noqa: BLE001 - an undecodable reply: keep reading
+                log.exception("worker %d: bad reply", self.slot)
+                continue
+            if req_id == 0:
+                if payload and payload[0] == "ready":
+                    self.ready.set()
+                continue
+            with self._lock:
+                fut = self._pending.pop(req_id, None)
+            if fut is None or fut.done():
+                continue
+            if ok:
+                fut.set_result(payload)
+            else:
+                fut.set_exception(payload)
+        self._exited()
+
+    def _exited(self) -> None:
+        self.proc.join(timeout=5.0)
+        code = self.proc.exitcode
+        if code is None:
+            why = "its pipe closed"
+        elif code < 0:
+            try:
+                why = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                why = f"killed by signal {-code}"
+        else:
+            why = f"exit code {code}"
+        reason = f"render worker exited: worker {self.slot} (pid {self.pid}) {why}"
+        if self.pool.closing:
+            reason = f"render worker exited: the server is shutting down (worker {self.slot}, {why})"
+        with self._lock:
+            self.alive = False
+            self.exit_reason = reason
+            pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(WorkerExitedError(reason))
+        for s in list(self.sessions.values()):
+            s._dead = reason
+        self.ready.set()  # nobody waits for a dead worker
+        if self.pool.closing:
+            log.info("worker %d (pid %d) stopped", self.slot, self.pid)
+        else:
+            log.error("%s; %d session(s) lost, starting a replacement", reason, len(self.sessions))
+            self.pool._replace(self)
+
+    def stop(self, timeout: float) -> None:
+        try:
+            self.send("shutdown")
+        except WorkerExitedError:
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            log.warning("worker %d did not stop in %.1f s; terminating it", self.slot, timeout)
+            self.proc.terminate()
+            self.proc.join(2.0)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(2.0)
+        self._reader.join(timeout=5.0)
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+class WorkerPool:
+    """N worker processes; a session goes to the least-loaded live one."""
+
+    def __init__(self, config: ServerConfig, processes: int | None = None):
+        self.config = config
+        self.closing = False
+        self._lock = threading.Lock()
+        n = max(1, int(processes if processes is not None else config.worker_processes))
+        self.workers: list[WorkerHandle] = [WorkerHandle(self, i) for i in range(n)]
+        atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:  # the interpreter ends: its daemonic workers go with it, no replacements
+        self.closing = True
+
+    def _replace(self, dead: WorkerHandle) -> None:
+        with self._lock:
+            if self.closing or self.workers[dead.slot] is not dead:
+                return
+            self.workers[dead.slot] = WorkerHandle(self, dead.slot)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        for w in list(self.workers):
+            w.ready.wait(max(0.0, deadline - time.monotonic()))
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers if w.alive]
+
+    def _pick(self) -> WorkerHandle:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            with self._lock:
+                live = [w for w in self.workers if w.alive]
+            ready = [w for w in live if w.ready.is_set()]
+            if ready:
+                return min(ready, key=lambda w: w.load)
+            if time.monotonic() > deadline:
+                raise WorkerExitedError("no render worker is running (they failed to start)")
+            if live:
+                live[0].ready.wait(0.5)
+            else:
+                time.sleep(0.2)
+
+    def open_session(self, options: SessionOptions, session_id: str, seed: int | None = None,
+                     resume_state: dict | None = None) -> "RemoteSession":
+        """Start a session on the least-loaded worker (blocks for one round trip)."""
+        if self.closing:
+            raise WorkerExitedError("the render workers are shutting down")
+        worker = self._pick()
+        session = RemoteSession(worker, options, session_id)
+        worker.sessions[session_id] = session  # counted in the load at once
+        try:
+            worker.call("open", options, session_id, seed, resume_state).result(START_TIMEOUT_S)
+        except BaseException:
+            worker.sessions.pop(session_id, None)
+            raise
+        return session
+
+    def close(self, timeout: float = 5.0) -> None:
+        atexit.unregister(self._at_exit)
+        with self._lock:
+            self.closing = True
+            workers = list(self.workers)
+        for w in workers:
+            try:
+                w.send("shutdown")
+            except WorkerExitedError:
+                pass
+        for w in workers:
+            w.stop(timeout)
+
+
+class RemoteSession:
+    """The server-side stand-in for a PerformSession living in a worker process."""
+
+    remote = True
+
+    def __init__(self, worker: WorkerHandle, options: SessionOptions, session_id: str):
+        self.options = options
+        self.session_id = session_id
+        self.worker = worker
+        self.lookahead_s = options.lookahead_ms / 1000.0
+        self._output = options.output
+        self.clock = FrameClock(options.output.fps)
+        self.next_index = 0
+        self.paused = False
+        self.frames_rendered = 0
+        self.frames_skipped = 0
+        self._audio_seq = 0
+        self._npc_pending = False
+        self._dead: str | None = None
+        self._closed = False
+
+    # -- clock mirror -----------------------------------------------------------------------------
+    @property
+    def output(self) -> OutputOptions:
+        return self._output
+
+    def next_pts(self) -> float:
+        return self.clock.pts(self.next_index)
+
+    def _check(self) -> None:
+        if self._dead:
+            raise WorkerExitedError(self._dead)
+
+    def _send(self, op: str, *args) -> None:
+        self._check()
+        self.worker.send(op, self.session_id, *args)
+
+    # -- inputs (one-way) -------------------------------------------------------------------------
+    def push_audio(self, channel, pcm: bytes, sample_rate: int, num_channels: int = 1,
+                   sample_index: int | None = None, text: str = "", arrived_at: float | None = None) -> list:
+        from ..audio.pcm import check_rate
+        from ..types import AudioChannel
+        from .session import MAX_TEXT_CHARS
+
+        # The checks of PerformSession.push_audio, here, so a bad chunk is answered at once.
+        if not isinstance(channel, AudioChannel):
+            raise InvalidInputError("audio channel must be PLAYER or NPC.")
+        num_channels = num_channels or 1
+        check_rate(sample_rate)
+        if num_channels not in (1, 2):
+            raise AudioFormatError(f"num_channels must be 1 (mono) or 2 (stereo), got {num_channels!r}")
+        if not pcm:
+            raise AudioFormatError("empty PCM chunk: send at least one sample")
+        if len(pcm) % (2 * num_channels):
+            raise AudioFormatError(
+                f"PCM chunk of {len(pcm)} bytes has an odd length: it is not a whole number of "
+                f"{num_channels}-channel s16le frames ({2 * num_channels} bytes each); a chunk must not split a sample")
+        if sample_index is not None and sample_index < 0:
+            raise AudioFormatError(f"sample_index={sample_index} is negative; omit it to append.")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidInputError(f"text is {len(text)} characters; at most {MAX_TEXT_CHARS}.")
+        self._audio_seq += 1
+        if channel is AudioChannel.NPC:
+            self._npc_pending = True
+        self._send("audio", self._audio_seq, channel, bytes(pcm), sample_rate, num_channels, sample_index, text,
+                   arrived_at if arrived_at is not None else time.monotonic())
+        return []
+
+    def set_dialogue_state(self, phase=None, emotion=None, intensity: float = 1.0, transition_ms: int = 300,
+                           direction: str = "") -> None:
+        if not 0.0 <= intensity <= 1.0 or intensity != intensity:
+            raise InvalidInputError(f"intensity={intensity} must be within 0..1.")
+        if transition_ms > 60000:
+            raise InvalidInputError(f"transition_ms={transition_ms} must be at most 60000.")
+        result = None
+        if direction:
+            # The sentence model lives in the server process (warmed up once), not in every worker.
+            from ..performance.direction import interpret, validate_direction
+
+            validate_direction(direction)
+            try:
+                result = interpret(direction, self.next_pts())
+            except InvalidInputError:
+                raise
+            except Exception:  # noqa: BLE001 - the performance model reports "not applied"
+                log.exception("direction %r could not be interpreted", direction)
+                result = None
+        self._send("state", phase, emotion, intensity, transition_ms, direction, result)
+
+    def interrupt(self) -> None:
+        self._send("interrupt")
+
+    def set_output(self, width: int = 0, height: int = 0, fps: int = 0) -> OutputOptions:
+        new = self._output.with_changes(width=width or self._output.width, height=height or self._output.height,
+                                        fps=fps or self._output.fps)
+        self._send("output", new.width, new.height, new.fps)
+        if new.fps != self._output.fps:
+            self.clock.set_fps(new.fps, self.next_index)
+        self._output = new
+        return new
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def skip_to(self, index: int, count_as_dropped: bool = True) -> int:
+        skipped = max(0, index - self.next_index)
+        if skipped:
+            self.next_index += skipped
+            if count_as_dropped:
+                self.frames_skipped += skipped
+            self._send("skip", self.next_index, count_as_dropped)
+        return skipped
+
+    def npc_audio_pending(self) -> bool:
+        return self._npc_pending
+
+    # -- frames -----------------------------------------------------------------------------------
+    def _render_future(self) -> Future:
+        self._check()
+        index = self.next_index
+        self.next_index = index + 1
+        return self.worker.call("render", self.session_id, index)
+
+    def _took(self, reply):
+        frame, seq, pending = reply
+        self.frames_rendered += 1
+        if seq >= self._audio_seq:  # the worker has seen all audio sent so far
+            self._npc_pending = pending
+        return frame
+
+    async def render(self):
+        """The next frame, rendered by the worker (together with its other sessions due now)."""
+        return self._took(await asyncio.wrap_future(self._render_future()))
+
+    def render_next(self, timeout: float = 60.0):
+        """Blocking variant (tests, tools)."""
+        return self._took(self._render_future().result(timeout))
+
+    # -- state ------------------------------------------------------------------------------------
+    def state_dict(self, timeout: float = 10.0) -> dict:
+        self._check()
+        return self.worker.call("state_dict", self.session_id).result(timeout)
+
+    def close(self, on_state: Callable[[dict], None] | None = None) -> None:
+        """End the session in its worker; `on_state(state_dict)` runs when the worker answers."""
+        if self._closed:
+            return
+        self._closed = True
+        self.worker.sessions.pop(self.session_id, None)
+        if self._dead:
+            return
+        fut = self.worker.call("close", self.session_id)
+        if on_state is not None:
+            def done(f: Future) -> None:
+                if f.exception() is None and f.result() is not None:
+                    on_state(f.result())
+            fut.add_done_callback(done)

@@ -1,0 +1,245 @@
+"""Sessions sharded over worker processes (ServerConfig.worker_processes): a real server on loopback,
+real worker processes, real rendering. No wall-clock timing is asserted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from grpc_helpers import collect, feed_realtime
+from lpm_npc.config import OutputOptions, ServerConfig, SessionOptions
+from lpm_npc.encode import decode_frame
+from lpm_npc.runtime.session import PerformSession
+from lpm_npc.runtime.workers import RemoteSession
+from lpm_npc.server.convert import EVENT_FROM_PB, PIXEL_FORMAT_FROM_PB
+from lpm_npc.types import AudioChannel, Emotion, EventType
+
+SIZE = 128
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def wserver(cache_dir):
+    from lpm_npc.performance.direction import warm_up
+    from lpm_npc.server.app import BackgroundServer
+
+    srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, max_sessions=8, worker_processes=2,
+                                        admission=False, drain_seconds=1.0))
+    srv.start()
+    srv.runtime.store.ensure_default()
+    srv.runtime.pool.wait_ready()
+    warm_up()  # directions are interpreted in the server process, as `lpm-npc serve` warms it up
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def wclient(wserver):
+    from lpm_npc.client import NpcClient
+
+    c = NpcClient(wserver.address)
+    c.wait_ready(30)
+    yield c
+    c.close()
+
+
+def rgba(frame) -> np.ndarray:
+    return decode_frame(frame.data, frame.width, frame.height, PIXEL_FORMAT_FROM_PB[frame.format], frame.flip_y)
+
+
+def mouth_box(server, size: int) -> tuple[slice, slice]:
+    rig = server.runtime.store.get("default")
+    s = size / rig.image.shape[1]
+    lm = rig.landmarks[:, :2] * s
+    x0, x1 = lm[78, 0], lm[308, 0]
+    w = x1 - x0
+    y_mid = (lm[13, 1] + lm[14, 1]) / 2
+    return slice(int(y_mid - 0.08 * w), int(y_mid + 0.3 * w)), slice(int(x0 + 0.2 * w), int(x1 - 0.2 * w))
+
+
+def test_sessions_stream_from_both_workers_with_correct_pts_and_sizes(wserver, wclient):
+    sizes = [(96, 96), (128, 64), (64, 64), (128, 128)]
+    results: dict[int, object] = {}
+    pools: list = []
+
+    def run(k: int, w: int, h: int) -> None:
+        with wclient.perform(width=w, height=h, fps=30) as stream:
+            results[k] = collect(stream, max_frames=12)
+
+    threads = [threading.Thread(target=run, args=(k, w, h)) for k, (w, h) in enumerate(sizes)]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and wserver.runtime.active_sessions < len(sizes):
+        time.sleep(0.05)
+    pools.append([len(w.sessions) for w in wserver.runtime.pool.workers])
+    for th in threads:
+        th.join(60)
+    assert pools[0] == [2, 2], f"sessions not spread over the workers: {pools[0]}"
+    for k, (w, h) in enumerate(sizes):
+        got = results[k]
+        assert not got.errors, got.errors
+        assert len(got.frames) == 12
+        for _, f in got.frames:
+            assert (f.width, f.height) == (w, h) and len(f.data) == w * h * 4
+            assert f.pts_us == round(f.index * 1e6 / 30)
+        idx = [f.index for _, f in got.frames]
+        assert idx == sorted(idx) and len(set(idx)) == len(idx)
+
+
+def test_worker_frames_equal_in_process_frames(wserver, npc_speech):
+    """Same seed, same inputs: a worker renders the same pixels as this process."""
+    samples, _ = npc_speech
+    rt = wserver.runtime
+    opts = SessionOptions(output=OutputOptions(width=96, height=96))
+    remote = rt.open_session(opts, seed=11)
+    assert isinstance(remote, RemoteSession)
+    rig = rt.store.get("default")
+    local = PerformSession(opts, rig, rt._prepare("default", rig), rt.renderer, session_id=remote.session_id,
+                           seed=11)
+    try:
+        for s in (remote, local):
+            s.set_dialogue_state(emotion=Emotion.HAPPY, intensity=0.7, transition_ms=0)
+        chunk = 320
+        pos = 0
+        worst = 0
+        for i in range(36):
+            until = int((i + 1) / 30 * 16000) + 1600
+            while pos < until:
+                pcm = (np.clip(samples[pos:pos + chunk], -1, 1) * 32767).astype("<i2").tobytes()
+                for s in (remote, local):
+                    s.push_audio(AudioChannel.NPC, pcm, 16000, arrived_at=1.0)
+                pos += chunk
+            fr, fl = remote.render_next(), local.render_next()
+            assert (fr.index, fr.pts_us, fr.pts_samples) == (fl.index, fl.pts_us, fl.pts_samples)
+            np.testing.assert_allclose(fr.motion.values, fl.motion.values, atol=1e-4)
+            a = np.frombuffer(fr.encoded.data, np.uint8).astype(int)
+            b = np.frombuffer(fl.encoded.data, np.uint8).astype(int)
+            worst = max(worst, int(np.abs(a - b).max()))
+        assert worst <= 2
+        assert remote.npc_audio_pending() == local.npc_audio_pending()
+        state = remote.state_dict()
+        assert state.keys() == local.state_dict().keys()
+    finally:
+        rt.close_session(remote)
+    # the worker's state reaches the resume store
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and rt.resume._items.get(remote.session_id) is None:
+        time.sleep(0.02)
+    assert rt.resume.take(remote.session_id) is not None
+
+
+def test_worker_does_not_import_mediapipe(wserver):
+    pid = wserver.runtime.pool.workers[0].pid
+    with open(f"/proc/{pid}/maps") as f:
+        maps = f.read()
+    assert "mediapipe" not in maps
+
+
+def test_mouth_moves_with_speech(wserver, wclient, npc_speech):
+    samples, _ = npc_speech
+    samples = samples[: 16000 * 2]
+    box = mouth_box(wserver, SIZE)
+    with wclient.perform(width=SIZE, fps=30) as stream:
+        t0 = time.monotonic()
+        feed_realtime(stream, AudioChannel.NPC, samples, start_s=1.0, sample_index_from=1.0, t0=t0)
+        got = collect(stream, seconds=3.3)
+    gray = {f.index: rgba(f)[..., :3].mean(axis=2)[box].mean() for _, f in got.frames}
+    silence = [v for i, v in gray.items() if 0.2 < i / 30 < 0.9]
+    speech = [v for i, v in gray.items() if 1.2 < i / 30 < 2.9]
+    assert len(silence) > 5 and len(speech) > 10
+    assert np.std(speech) > 3 * np.std(silence) + 1.0
+    started = [e for e in got.events if EVENT_FROM_PB[e.type] is EventType.NPC_SPEECH_STARTED]
+    assert started and abs(started[0].pts_us / 1e6 - 1.0) < 0.25
+
+
+def test_controls_and_direction_through_the_proxy(wclient):
+    with wclient.perform(width=64, fps=30, send_rig=True, rig_format="native") as stream:
+        collect(stream, max_frames=3)
+        stream.set_state(direction="nods slowly, a bit nervous", transition_ms=200)
+        got_dir = collect(stream, seconds=1.0)
+        stream.interrupt()
+        stream.pause()
+        paused = collect(stream, seconds=0.8)
+        stream.resume()
+        stream.set_output(width=96, height=80, fps=15)
+        after = collect(stream, seconds=1.2)
+    assert len(got_dir.directions) == 1, got_dir.errors
+    assert "nod_slow" in [m.name for m in got_dir.directions[0].matches]
+    assert EventType.DIRECTION_APPLIED in [EVENT_FROM_PB[e.type] for e in got_dir.events]
+    assert len(paused.frames) <= 3
+    types = [EVENT_FROM_PB[e.type] for e in got_dir.events + paused.events + after.events]
+    assert EventType.INTERRUPTED in types
+    assert EventType.PAUSED in types and EventType.RESUMED in types and EventType.OUTPUT_CHANGED in types
+    assert {(f.width, f.height) for _, f in after.frames[-4:]} == {(96, 80)}
+    pts = [f.pts_us for _, f in after.frames[-5:]]
+    assert all(b - a == pytest.approx(1e6 / 15, abs=2) for a, b in zip(pts, pts[1:]))
+    # the pause skipped the clock forward: pts keep growing across it
+    assert paused.frames == [] or after.frames[0][1].pts_us > paused.frames[-1][1].pts_us
+    assert not [e for e in got_dir.errors + paused.errors + after.errors if e.fatal]
+
+
+def test_a_killed_worker_ends_its_session_with_internal_and_others_carry_on(wserver, wclient):
+    pool = wserver.runtime.pool
+    victim_stream = wclient.perform(width=64, fps=30)
+    other_stream = wclient.perform(width=64, fps=30)
+    try:
+        first = collect(victim_stream, max_frames=2)
+        collect(other_stream, max_frames=2)
+        sid = first.started.session_id
+        victim = next(w for w in pool.workers if sid in w.sessions)
+        others = [s.session_id for w in pool.workers if w is not victim for s in w.sessions.values()]
+        os.kill(victim.pid, signal.SIGKILL)
+        got = collect(victim_stream, seconds=10)
+        fatal = [e for e in got.errors if e.fatal]
+        assert fatal and fatal[0].code == grpc.StatusCode.INTERNAL.value[0], got.errors
+        assert "render worker exited" in fatal[0].message
+        if others:  # the session on the other worker still streams
+            assert len(collect(other_stream, max_frames=5).frames) == 5
+    finally:
+        victim_stream.cancel()
+        other_stream.cancel()
+    # a replacement starts; a new session works
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all(w.alive and w.ready.is_set() for w in pool.workers):
+        time.sleep(0.1)
+    assert victim.pid not in pool.pids() and len(pool.pids()) == 2
+    assert not _alive(victim.pid)
+    with wclient.perform(width=64, fps=30) as stream:
+        got = collect(stream, max_frames=5)
+    assert len(got.frames) == 5 and not got.errors
+
+
+def test_server_stop_leaves_no_worker_process(cache_dir):
+    from lpm_npc.client import NpcClient
+    from lpm_npc.server.app import BackgroundServer
+
+    srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, worker_processes=1, admission=False,
+                                        drain_seconds=0.5)).start()
+    try:
+        srv.runtime.store.ensure_default()
+        client = NpcClient(srv.address)
+        client.wait_ready(30)
+        stream = client.perform(width=64, fps=30)
+        assert len(collect(stream, max_frames=3).frames) == 3  # a live session while stopping
+        pids = srv.runtime.worker_pids()
+        assert len(pids) == 1 and _alive(pids[0])
+    finally:
+        srv.stop()
+    assert not any(_alive(p) for p in pids)
+    stream.cancel()
+    client.close()
