@@ -66,8 +66,10 @@ namespace LpmNpc.Unity
             int n = Mathf.Min(rig.Weights.Count, _shapeIndex.Length);
             for (int i = 0; i < n; i++)
                 if (_shapeIndex[i] >= 0) face.SetBlendShapeWeight(_shapeIndex[i], rig.Weights[i] * weightScale);
+            // Unity is left-handed: a positive Euler y turns the face toward the character's right,
+            // while head_yaw_deg > 0 turns it toward the character's left (docs/RIG_MAPPING.md).
             if (head != null)
-                head.localRotation = Quaternion.Euler(rig.HeadPitchDeg, rig.HeadYawDeg, rig.HeadRollDeg);
+                head.localRotation = Quaternion.Euler(rig.HeadPitchDeg, -rig.HeadYawDeg, rig.HeadRollDeg);
         }
     }
 }
