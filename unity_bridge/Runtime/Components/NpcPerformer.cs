@@ -41,6 +41,8 @@ namespace LpmNpc.Unity
         public event Action<long> SpeechEnded;
         public event Action<V1.Event> EventReceived;
         public event Action<V1.Stats> StatsReceived;
+        /// <summary>How a free-text direction was understood: the primitives / emotion chosen, with confidence.</summary>
+        public event Action<V1.DirectionResult> DirectionApplied;
         /// <summary>(grpc status code, message, fatal).</summary>
         public event Action<int, string, bool> ErrorReceived;
 
@@ -176,6 +178,9 @@ namespace LpmNpc.Unity
                 case V1.ServerMessage.MsgOneofCase.Stats:
                     LastStats = msg.Stats;
                     if (StatsReceived != null) StatsReceived(msg.Stats);
+                    break;
+                case V1.ServerMessage.MsgOneofCase.Direction:
+                    if (DirectionApplied != null) DirectionApplied(msg.Direction);
                     break;
                 case V1.ServerMessage.MsgOneofCase.Error:
                     RaiseError((int)msg.Error.Code, msg.Error.Message, msg.Error.Fatal);
