@@ -100,7 +100,8 @@ def test_a_failing_session_does_not_take_the_batch_down(rig_and_prepared):
 def test_tick_grid_aligns_sessions():
     a = aligned_start(30, now=1000.0001)
     b = aligned_start(30, now=1000.02)
-    assert a >= 1000.0001 and b >= 1000.02
+    # never later than now (aligning must not delay frames), less than one interval earlier
+    assert 1000.0001 - 1 / 30 < a <= 1000.0001 and 1000.02 - 1 / 30 < b <= 1000.02
     # both land on the same grid: their difference is a whole number of frame intervals
     k = (b - a) * 30
     assert abs(k - round(k)) < 1e-6

@@ -34,10 +34,12 @@ _EPOCH = time.monotonic()
 
 
 def aligned_start(fps: int, now: float | None = None) -> float:
-    """The next tick of the server-wide grid for `fps`: sessions started on it render together."""
+    """The latest tick of the server-wide grid for `fps` at or before `now`: sessions started on it
+    render together. Never later than `now`, so aligning never delays a session's frames (its first
+    frame is due at most one frame interval earlier, still within the NPC lookahead)."""
     now = time.monotonic() if now is None else now
     interval = 1.0 / fps
-    return _EPOCH + math.ceil((now - _EPOCH) / interval - 1e-9) * interval
+    return _EPOCH + math.floor((now - _EPOCH) / interval + 1e-9) * interval
 
 
 @dataclass
