@@ -258,19 +258,22 @@ def _machine() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
-def bare_renderer_fps(size: int, batch: int, threads: int, cache_dir: Path | None) -> float | None:
-    """Frames/s of the renderer alone (same kernels, no server), scaled to `threads` workers."""
+def bare_renderer_fps(size: int, batch: int, threads: int, cache_dir: Path | None, backend: str = "torch",
+                      device: str = "cpu") -> float | None:
+    """Frames/s of the renderer alone (same kernels, no server), scaled to `threads` workers on CPU
+    (a GPU backend is measured as it is: one device)."""
     try:
         from .render.throughput import bare_render_throughput
     except ImportError:
         return None
-    r = bare_render_throughput(size=size, batch=batch, seconds=3.0)
-    return float(r["frames_per_s"]) * threads
+    r = bare_render_throughput(size=size, batch=batch, seconds=3.0, backend=backend, device=device)
+    return float(r["frames_per_s"]) * (threads if device.startswith("cpu") else 1)
 
 
 def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps: int = 30,
                 json_path: Path | None = None, plot_path: Path | None = None,
-                cache_dir: Path | None = None, render_threads: int = 2, workers: int = 0) -> dict:
+                cache_dir: Path | None = None, render_threads: int = 2, workers: int = 0,
+                backend: str = "torch", device: str = "cpu") -> dict:
     """The scaling table: aggregate fps, latency and memory for each (size, N) on one sidecar."""
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -281,10 +284,11 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
     rows = []
     bare = {}
     for size in sizes:
-        bare[size] = bare_renderer_fps(size, 8, render_threads, cache_dir)
+        bare[size] = bare_renderer_fps(size, 8, render_threads, cache_dir, backend, device)
     sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(session_counts)), "--no-admission",
                                                          "--render-threads", str(render_threads),
-                                                         "--workers", str(workers)])
+                                                         "--workers", str(workers),
+                                                         "--backend", backend, "--device", device])
     try:
         sidecar.wait_ready()
         for size in sizes:
@@ -305,6 +309,7 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
     finally:
         sidecar.stop()
     report = {**machine, "kind": "scaling", "fps": fps, "render_threads": render_threads, "workers": workers,
+              "backend": backend, "device": device,
               "rows": rows,
               "bare_renderer_fps": bare}
     print_scaling_table(report)

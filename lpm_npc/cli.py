@@ -85,7 +85,7 @@ def _bench(args: argparse.Namespace) -> int:
         run_scaling(args.size, args.sessions, args.seconds, fps=args.fps,
                     json_path=Path(args.json) if args.json else None,
                     plot_path=Path(args.plot) if args.plot else None, render_threads=args.render_threads,
-                    workers=args.workers)
+                    workers=args.workers, backend=args.backend, device=args.device)
         return 0
     run_bench(size=args.size[0], seconds=args.seconds, sessions=args.sessions[0], fps=args.fps,
               json_path=Path(args.json) if args.json else None, workers=args.workers)
@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--render-threads", type=int, default=2, help="scaling sweep: the server's render threads")
     b.add_argument("--workers", type=int, default=0,
                    help="the benchmarked server's worker processes (lpm-npc serve --workers)")
+    b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                   help="scaling sweep: the server's renderer backend (lpm-npc serve --backend)")
+    b.add_argument("--device", default="cpu", help="scaling sweep: the backend's device (e.g. cuda, tensorrt-ep)")
     b.add_argument("--fps", type=int, default=30)
     b.add_argument("--json", default=None)
     b.set_defaults(func=_bench)
