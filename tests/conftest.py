@@ -38,6 +38,10 @@ def server(cache_dir):
     from lpm_npc.performance.direction import warm_up
 
     warm_up()  # as `lpm-npc serve` does before it says SERVING (loading it would stall live streams)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # as `lpm-npc serve` does: full collections over the model heap would stall the frame clock
     yield srv
     srv.stop()
 
