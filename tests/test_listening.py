@@ -19,6 +19,9 @@ from lpm_npc.audio import vad as vad_mod
 from lpm_npc.audio.pcm import INTERNAL_RATE as SR
 from lpm_npc.audio.pcm import resample
 from lpm_npc.audio.tts import DEFAULT_NPC_VOICE, DEFAULT_PLAYER_VOICE, synthesize
+from lpm_npc.evaluation.listening_eval import noise as _noise
+from lpm_npc.evaluation.listening_eval import segments as _segments
+from lpm_npc.evaluation.listening_eval import speech_mask as _speech_mask
 from lpm_npc.performance import listening as listening_mod
 from lpm_npc.performance.listening import PlayerListener, VadConfig
 from lpm_npc.performance.model import PerformanceConfig, PerformanceModel
@@ -41,38 +44,6 @@ def _say(text: str, voice: str = DEFAULT_PLAYER_VOICE, pitch: int = 50) -> np.nd
 
 def _sil(s: float) -> np.ndarray:
     return np.zeros(int(round(s * SR)), np.float32)
-
-
-def _noise(n: int, db: float, kind: str = "white", seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal(n)
-    if kind == "pink":
-        spec = np.fft.rfft(w)
-        f = np.arange(spec.size, dtype=np.float64)
-        f[0] = 1.0
-        w = np.fft.irfft(spec / np.sqrt(f), n)
-    return (w / np.sqrt(np.mean(w ** 2)) * 10 ** (db / 20)).astype(np.float32)
-
-
-def _speech_mask(x: np.ndarray, hop: int = 160, db: float = -45.0) -> np.ndarray:
-    """Per 10 ms hop: does the clean signal carry speech energy (ground truth)?"""
-    n = x.size // hop
-    p = np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1)
-    return 10 * np.log10(p + 1e-12) > db
-
-
-def _segments(x: np.ndarray, min_gap_s: float = 0.5) -> list[tuple[float, float]]:
-    """True speech segments of a clean signal (gaps shorter than min_gap_s bridged)."""
-    m = _speech_mask(x)
-    idx = np.nonzero(m)[0]
-    segs: list[list[float]] = []
-    for k in idx:
-        t = k * 0.01
-        if segs and t - segs[-1][1] <= min_gap_s:
-            segs[-1][1] = t + 0.01
-        else:
-            segs.append([t, t + 0.01])
-    return [(a, b) for a, b in segs]
 
 
 def _listen(x: np.ndarray, t0: float = 0.0, cfg: VadConfig | None = None):

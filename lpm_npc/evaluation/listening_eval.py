@@ -47,7 +47,8 @@ def _sil(s: float) -> np.ndarray:
     return np.zeros(int(round(s * SR)), np.float32)
 
 
-def _noise(n: int, db: float, kind: str, seed: int = 0) -> np.ndarray:
+def noise(n: int, db: float, kind: str = "white", seed: int = 0) -> np.ndarray:
+    """`n` samples of white / pink noise or mains hum + rumble ("hum") at `db` dBFS RMS."""
     rng = np.random.default_rng(seed)
     if kind == "hum":  # mains hum + fan rumble
         t = np.arange(n) / SR
@@ -62,11 +63,16 @@ def _noise(n: int, db: float, kind: str, seed: int = 0) -> np.ndarray:
     return (w / np.sqrt(np.mean(w ** 2)) * 10 ** (db / 20)).astype(np.float32)
 
 
-def _segments(x: np.ndarray, min_gap_s: float = 0.5, db: float = -45.0) -> list[tuple[float, float]]:
-    hop = 160
+def speech_mask(x: np.ndarray, hop: int = 160, db: float = -45.0) -> np.ndarray:
+    """Per 10 ms hop: does the clean signal carry speech energy (ground truth)?"""
     n = x.size // hop
     p = np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1)
-    idx = np.nonzero(10 * np.log10(p + 1e-12) > db)[0]
+    return 10 * np.log10(p + 1e-12) > db
+
+
+def segments(x: np.ndarray, min_gap_s: float = 0.5, db: float = -45.0) -> list[tuple[float, float]]:
+    """True speech segments of a clean signal (gaps shorter than min_gap_s bridged)."""
+    idx = np.nonzero(speech_mask(x, db=db))[0]
     segs: list[list[float]] = []
     for k in idx:
         t = k * 0.01
@@ -96,7 +102,7 @@ def _events(x: np.ndarray, backend: str) -> list:
 
 
 def _boundaries(x_clean: np.ndarray, x: np.ndarray, backend: str) -> dict:
-    truth = _segments(x_clean)
+    truth = segments(x_clean)
     events, used = _events(x, backend)
     starts = [e.t_s for e in events if e.type == EventType.PLAYER_SPEECH_STARTED]
     ends = [e.t_s for e in events if e.type == EventType.PLAYER_SPEECH_ENDED]
@@ -120,7 +126,7 @@ def _boundaries(x_clean: np.ndarray, x: np.ndarray, backend: str) -> dict:
 def _false_turns(backend: str) -> int:
     n = 0
     for kind in ("white", "pink", "hum"):
-        events, _ = _events(_noise(8 * SR, -30.0, kind, seed=3), backend)
+        events, _ = _events(noise(8 * SR, -30.0, kind, seed=3), backend)
         n += sum(e.type == EventType.PLAYER_SPEECH_STARTED for e in events)
     return n
 
@@ -130,7 +136,7 @@ def _backchannels(backend: str) -> dict:
     from dataclasses import replace
 
     x = _dialogue()
-    truth = _segments(x, min_gap_s=0.1)  # the voice sounding (a breath pause is a fine moment to nod)
+    truth = segments(x, min_gap_s=0.1)  # the voice sounding (a breath pause is a fine moment to nod)
     cfg = PerformanceConfig()
     cfg = replace(cfg, vad=replace(cfg.vad, backend=backend))
     m = PerformanceModel(cfg, seed=0)
@@ -152,8 +158,8 @@ def listening_report() -> dict:
     clean = _dialogue()
     conditions = {
         "clean": clean,
-        "white -45 dB": clean + _noise(clean.size, -45.0, "white", 1),
-        "pink -40 dB": clean + _noise(clean.size, -40.0, "pink", 2),
+        "white -45 dB": clean + noise(clean.size, -45.0, "white", 1),
+        "pink -40 dB": clean + noise(clean.size, -40.0, "pink", 2),
         "band-limited 300-3400 Hz": _bandlimit(clean),
     }
     rows = []

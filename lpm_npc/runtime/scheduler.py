@@ -166,7 +166,7 @@ class FrameScheduler:
         render_error: BaseException | None = None
         if works:
             try:
-                rgbas = self._render_many([s.render_request(w) for s, _, w in works])
+                rgbas = self.renderer.render_many([s.render_request(w) for s, _, w in works])
             except BaseException as exc:  # noqa: BLE001
                 render_error = exc
         t2 = time.perf_counter()
@@ -191,9 +191,3 @@ class FrameScheduler:
         st.stage_s["render"] += t2 - t1
         st.stage_s["encode"] += t3 - t2
 
-    def _render_many(self, requests) -> list[np.ndarray]:
-        many = getattr(self.renderer, "render_many", None)
-        if many is not None:
-            return many(requests)
-        return [self.renderer.render(r.prepared, np.asarray(r.motion)[None, :], r.width, r.height,
-                                     alpha_matte=r.alpha_matte)[0] for r in requests]

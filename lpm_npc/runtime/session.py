@@ -27,18 +27,7 @@ from ..encode import EncodedFrame, FrameEncoder
 from ..errors import AudioFormatError, InvalidInputError
 from ..performance.model import PerformanceConfig, PerformanceEvent, PerformanceModel
 from ..performance.motion import MOTION_CHANNELS, MotionFrame
-from ..render.renderer import Renderer
-
-try:  # the batched renderer API
-    from ..render.renderer import RenderRequest
-except ImportError:  # pragma: no cover - until the renderer grows render_many
-    @dataclass
-    class RenderRequest:  # type: ignore[no-redef]
-        prepared: object
-        motion: np.ndarray
-        width: int
-        height: int
-        alpha_matte: bool = False
+from ..render.renderer import Renderer, RenderRequest
 from ..types import AudioChannel, Emotion, Phase
 from .clock import FrameClock
 
