@@ -69,11 +69,13 @@ class PerformStream:
             pcm = samples.astype("<i2").tobytes()
         else:
             pcm = encode_pcm16(samples)
-        chunk = pb.AudioChunk(channel=_CHANNEL[channel], pcm=pcm, sample_rate=sample_rate,
-                              num_channels=num_channels, text=text)
+        msg = pb.ClientMessage()  # filled in place: a nested constructor copies the chunk again
+        chunk = msg.audio
+        chunk.channel, chunk.pcm, chunk.sample_rate = _CHANNEL[channel], pcm, sample_rate
+        chunk.num_channels, chunk.text = num_channels, text
         if sample_index is not None:
             chunk.sample_index = sample_index
-        self.send(pb.ClientMessage(audio=chunk))
+        self.send(msg)
 
     def set_state(self, phase: Phase | None = None, emotion: Emotion | None = None, intensity: float = 1.0,
                   transition_ms: int = 300, direction: str = "") -> None:

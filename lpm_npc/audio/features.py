@@ -40,6 +40,7 @@ _BANDS_HZ = ((80, 400), (400, 1000), (1000, 1800), (1800, 3200), (3200, 8000))
 _MIN_LAG, _MAX_LAG = RATE // 400, RATE // 60
 _VOICED = 0.45
 _EPS = 1e-10
+_FREQS = np.fft.rfftfreq(NFFT, 1.0 / RATE)
 
 
 def row_time(k: int | np.ndarray) -> float | np.ndarray:
@@ -53,23 +54,26 @@ class FeatureExtractor:
     Constant memory: only the last WIN samples and the previous band levels are kept.
     """
 
+    # constant tables, shared by every extractor (a reset after each pause in speech re-made
+    # them, ~0.1 ms a time, once per chunk for live audio arriving with jitter)
+    _window = np.hanning(WIN).astype(np.float32)
+    _lpc_window = np.hamming(WIN)
+    _band_masks = np.stack([(_FREQS >= lo) & (_FREQS < hi) for lo, hi in _BANDS_HZ]).astype(np.float32)
+    _band_masks_t = np.ascontiguousarray(_band_masks.T)
+    _all = ((_FREQS >= 80) & (_FREQS <= 8000)).astype(np.float32)
+    _centroid_w = (_FREQS / (RATE / 2)).astype(np.float32) * _all
+
     def __init__(self, formants: bool = False) -> None:
         """`formants=True` also fills f1_hz/f2_hz (LPC; ~5x the cost of everything else)."""
         self.formants = formants
+        self.reset()
+
+    def reset(self) -> None:
         self._buf = np.zeros(WIN, np.float32)    # last WIN samples (zeros before the start)
         self._pending = np.zeros(0, np.float32)  # samples of the incomplete hop
         self._prev_bands = np.full(len(_BANDS_HZ), -100.0, np.float32)
-        self._window = np.hanning(WIN).astype(np.float32)
-        self._lpc_window = np.hamming(WIN)
-        freqs = np.fft.rfftfreq(NFFT, 1.0 / RATE)
-        self._band_masks = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in _BANDS_HZ]).astype(np.float32)
-        self._all = ((freqs >= 80) & (freqs <= 8000)).astype(np.float32)
-        self._fnorm = (freqs / (RATE / 2)).astype(np.float32)
         self.rows_emitted = 0
         self.last_power: np.ndarray | None = None  # (n_hops, NFFT//2+1) power spectra of the last push's frames
-
-    def reset(self) -> None:
-        self.__init__(self.formants)
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Return the feature rows (n_hops, NUM_FEATURES) completed by these samples."""
@@ -97,10 +101,10 @@ class FeatureExtractor:
         out[:, F["rms_db"]] = 10 * np.log10(np.mean(frames ** 2, axis=1) + _EPS)
         spec = np.abs(np.fft.rfft(frames * self._window, NFFT)) ** 2
         self.last_power = spec   # the learned lip-sync's mel front end frames the audio the same way
-        bands = 10 * np.log10(spec @ self._band_masks.T / WIN + _EPS)
+        bands = 10 * np.log10(spec @ self._band_masks_t / WIN + _EPS)
         out[:, F["low_db"]:F["hf_db"] + 1] = bands
         total = spec @ self._all + _EPS
-        out[:, F["centroid"]] = (spec @ (self._fnorm * self._all)) / total
+        out[:, F["centroid"]] = (spec @ self._centroid_w) / total
         prev = np.concatenate([self._prev_bands[None, :], bands[:-1]])
         out[:, F["onset"]] = np.maximum(bands - np.maximum(prev, -60.0), 0.0).mean(axis=1) * (bands.max(axis=1) > -60)
         self._prev_bands = bands[-1].copy()

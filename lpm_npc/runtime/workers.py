@@ -30,6 +30,7 @@ import itertools
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import threading
 import time
@@ -48,6 +49,17 @@ START_TIMEOUT_S = 180.0
 
 class WorkerExitedError(LpmError):
     """The worker process that owned a session is gone (status INTERNAL)."""
+
+
+def _send(conn, msg) -> None:
+    """One message on the pipe. Plain pickle: `Connection.send`'s ForkingPickler copies the copyreg
+    dispatch table for every message (a few % of the server process at 8 NPCs), and nothing sent
+    here needs its extra reducers (no sockets or fds travel)."""
+    conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _recv(conn):
+    return pickle.loads(conn.recv_bytes())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,19 +103,19 @@ class _Worker:
     def send(self, msg) -> None:
         try:
             with self._send_lock:
-                self.conn.send(msg)
+                _send(self.conn, msg)
         except (OSError, ValueError, EOFError):  # the server is gone; the main loop notices
             pass
         except Exception as exc:  # noqa: BLE001 - an unpicklable payload: report it instead
             if msg[0]:
                 with self._send_lock:
-                    self.conn.send((msg[0], False, RuntimeError(f"worker reply could not be sent: {exc!r}")))
+                    _send(self.conn, (msg[0], False, RuntimeError(f"worker reply could not be sent: {exc!r}")))
 
     def run(self) -> None:
         self.send((0, True, ("ready", os.getpid())))
         while True:
             try:
-                req_id, op, args = self.conn.recv()
+                req_id, op, args = _recv(self.conn)
             except (EOFError, OSError):
                 break
             if op == "shutdown":
@@ -196,7 +208,6 @@ class _Worker:
 
 def _portable(exc: BaseException) -> BaseException:
     """An exception that survives pickling (LpmError subclasses do; others become RuntimeError)."""
-    import pickle
 
     try:
         pickle.loads(pickle.dumps(exc))
@@ -248,7 +259,7 @@ class WorkerHandle:
         # worker blocked writing a frame could stop reading requests (and a full pipe deadlock us).
         try:
             with self._send_lock:
-                self.conn.send((req_id, op, args))
+                _send(self.conn, (req_id, op, args))
         except (OSError, ValueError) as exc:
             with self._lock:
                 self._pending.pop(req_id, None)
@@ -262,7 +273,7 @@ class WorkerHandle:
             raise WorkerExitedError(self.exit_reason or "render worker exited")
         try:
             with self._send_lock:
-                self.conn.send((0, op, args))
+                _send(self.conn, (0, op, args))
         except (OSError, ValueError) as exc:
             raise WorkerExitedError(self.exit_reason or f"render worker exited: pipe closed ({exc})") from exc
 
@@ -275,7 +286,7 @@ class WorkerHandle:
     def _read(self) -> None:
         while True:
             try:
-                req_id, ok, payload = self.conn.recv()
+                req_id, ok, payload = _recv(self.conn)
             except (EOFError, OSError):
                 break
             except Exception:  # noqa: BLE001 - an undecodable reply: keep reading

@@ -294,10 +294,14 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
     @staticmethod
     def _frame_messages(session: PerformSession, frame) -> list:
         e = frame.encoded
-        messages: list = [pb.ServerMessage(frame=pb.VideoFrame(
-            index=frame.index, pts_us=frame.pts_us, pts_samples=frame.pts_samples, width=e.width,
-            height=e.height, stride=e.stride, format=convert.PIXEL_FORMAT_TO_PB[e.pixel_format],
-            flip_y=e.flip_y, data=e.data))]
+        # Fill the frame in place: `ServerMessage(frame=VideoFrame(data=...))` copies the finished
+        # submessage (pixels included) a second time, ~0.4-0.9 ms per 256x256 RGBA frame.
+        msg = pb.ServerMessage()
+        vf = msg.frame
+        vf.index, vf.pts_us, vf.pts_samples = frame.index, frame.pts_us, frame.pts_samples
+        vf.width, vf.height, vf.stride = e.width, e.height, e.stride
+        vf.format, vf.flip_y, vf.data = convert.PIXEL_FORMAT_TO_PB[e.pixel_format], e.flip_y, e.data
+        messages: list = [msg]
         if session.options.send_rig:
             fields = rig_frame_fields(frame.motion.values)
             if session.options.rig_format != "arkit52":
