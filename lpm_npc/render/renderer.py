@@ -733,10 +733,35 @@ class TorchRenderer:
         own position, never on the region box or the batch (the still frame is made the same way).
         """
         rx0, ry0, rx1, ry1 = region
-        ogrid = self._output_grid(N, width, height, x.device)[:, ry0:ry1, rx0:rx1]
-        level = x * ((side - 1) / (p.size - 1))
-        return F.grid_sample(level, ogrid.expand(x.shape[0], -1, -1, -1), mode="bilinear", padding_mode="border",
-                             align_corners=True).numpy()
+        G = x.shape[-1]
+        wy, y0, y1 = self._interp_rows(N, height, (N - height) // 2, G, ry0, ry1)
+        wx, x0, x1 = self._interp_rows(N, width, (N - width) // 2, G, rx0, rx1)
+        # bilinear (align_corners, border) is separable: rows then columns, as two small matmuls
+        # over the coarse cells the region touches (~4x cheaper than grid_sample's per-pixel gather)
+        level = x[:, :, y0:y1, x0:x1] * ((side - 1) / (p.size - 1))
+        (h, gh), (w, gw) = wy.shape, wx.shape
+        if h * gw * (gh + w) <= w * gh * (gw + h):   # the cheaper order
+            return torch.matmul(torch.matmul(wy, level), wx.T).numpy()
+        return torch.matmul(wy, torch.matmul(level, wx.T)).numpy()
+
+    def _interp_rows(self, N: int, n: int, offset: int, G: int, lo: int, hi: int) -> tuple[torch.Tensor, int, int]:
+        """Linear interpolation weights (hi - lo, k1 - k0) of output px lo..hi-1 (of n, at `offset` in the
+        N-px square) on coarse cells k0..k1-1 of G, exactly as grid_sample(align_corners, border) samples."""
+        key = ("interp", N, n, offset, G)
+        table = self._grids.get(key)
+        if table is None:
+            g = (torch.arange(n, dtype=torch.float32) + offset) * (2.0 / (N - 1)) - 1  # as _output_grid
+            src = ((g + 1) * 0.5 * (G - 1)).clamp_(0, G - 1)
+            i0 = src.floor().long().clamp_(max=G - 1)
+            i1 = (i0 + 1).clamp_(max=G - 1)
+            f = src - i0.float()
+            W = torch.zeros(n, G)
+            W[torch.arange(n), i0] += 1 - f
+            W[torch.arange(n), i1] += f
+            table = self._grids[key] = (W, i0, i1)
+        W, i0, i1 = table
+        k0, k1 = int(i0[lo]), int(i1[hi - 1]) + 1
+        return W[lo:hi, k0:k1], k0, k1
 
     def _texture_u8(self, p: PreparedRig, side: int, alpha: bool) -> np.ndarray:
         """(side, side, 4) uint8 RGBA texture level for cv2 (alpha = matte, or 255 when opaque), cached."""

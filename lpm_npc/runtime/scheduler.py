@@ -59,8 +59,12 @@ class SchedulerStats:
 class FrameScheduler:
     """Makes the frames of many sessions in batched renderer calls on `workers` threads."""
 
-    def __init__(self, renderer, workers: int = 1, coalesce_s: float = 0.002, max_batch: int = 64):
+    def __init__(self, renderer, workers: int = 1, coalesce_s: float = 0.002, max_batch: int = 64,
+                 on_batch_done: Callable[[], None] | None = None):
+        """`on_batch_done` runs after the callbacks of each batch (a worker process sends their
+        replies in one message)."""
         self.renderer = renderer
+        self.on_batch_done = on_batch_done
         self.coalesce_s = float(coalesce_s)
         self.max_batch = int(max_batch)
         self.stats = SchedulerStats()
@@ -182,6 +186,8 @@ class FrameScheduler:
                 cb(None, exc)
                 continue
             cb(frame, None)
+        if self.on_batch_done is not None:
+            self.on_batch_done()
         t3 = time.perf_counter()
         st = self.stats
         st.calls += 1

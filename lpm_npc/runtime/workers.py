@@ -9,8 +9,9 @@ gRPC do not survive fork):
     server -> worker   (req_id, op, args)        req_id 0: no reply wanted (one-way)
     worker -> server   (req_id, ok, payload)     payload: the result, or the exception when not ok
 
-Ops: open (options, session_id, seed, resume_state), audio, state, interrupt, output, pause,
-resume, skip, render (session_id, index) -> (RenderedFrame, audio_seq, npc_audio_pending),
+Ops: open (options, session_id, seed, resume_state), audio_batch, state, interrupt, output, pause,
+resume, skip, render (session_id, index, audio chunks that arrived since the last request) ->
+(RenderedFrame, audio_seq, npc_audio_pending),
 state_dict, close -> state_dict, shutdown. Inputs are one-way (validated in the server process
 first, so a bad chunk still gets its non-fatal error at once); only open, render and close wait.
 
@@ -45,6 +46,8 @@ from .clock import FrameClock
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 180.0
+REPLIES = -1  # req_id of a message that carries several replies (a worker's batch of frames)
+MAX_HELD_AUDIO_BYTES = 16000  # audio held back for the next render request (0.5 s of 16 kHz mono s16)
 
 
 class WorkerExitedError(LpmError):
@@ -95,7 +98,9 @@ class _Worker:
         self._send_lock = threading.Lock()
         self.store = CharacterStore(config.cache_dir)
         self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
-        self.scheduler = FrameScheduler(self.renderer, workers=1, coalesce_s=config.coalesce_ms / 1000.0)
+        self._outbox: list[tuple] = []   # frame replies of the batch being made
+        self.scheduler = FrameScheduler(self.renderer, workers=1, coalesce_s=config.coalesce_ms / 1000.0,
+                                        on_batch_done=self._send_replies)
         self.sessions: dict = {}
         self.audio_seq: dict[str, int] = {}
         self._prepared: OrderedDict[str, object] = OrderedDict()
@@ -107,7 +112,7 @@ class _Worker:
         except (OSError, ValueError, EOFError):  # the server is gone; the main loop notices
             pass
         except Exception as exc:  # noqa: BLE001 - an unpicklable payload: report it instead
-            if msg[0]:
+            if msg[0] > 0:
                 with self._send_lock:
                     _send(self.conn, (msg[0], False, RuntimeError(f"worker reply could not be sent: {exc!r}")))
 
@@ -146,18 +151,41 @@ class _Worker:
             raise LpmError(f"session {sid} is not open on this worker")
         return session
 
-    def _render(self, req_id: int, sid: str, index: int) -> None:
+    def _render(self, req_id: int, sid: str, index: int, audio: list | None = None) -> None:
+        if audio:
+            self.op_audio_batch(sid, audio)
         session = self._session(sid)
         if index > session.next_index:
             session.skip_to(index, count_as_dropped=False)
 
         def done(frame, error) -> None:
             if error is not None:
-                self.send((req_id, False, _portable(error)))
+                reply = (req_id, False, _portable(error))
             else:
-                self.send((req_id, True, (frame, self.audio_seq.get(sid, 0), session.npc_audio_pending())))
+                reply = (req_id, True, (frame, self.audio_seq.get(sid, 0), session.npc_audio_pending()))
+            with self._send_lock:
+                self._outbox.append(reply)
 
         self.scheduler.submit(session, done)
+
+    def _send_replies(self) -> None:
+        """A batch's frame replies in one message (REPLIES), not one wake-up of the server each."""
+        with self._send_lock:
+            replies, self._outbox = self._outbox, []
+        if len(replies) > 1:
+            try:
+                data = pickle.dumps((REPLIES, True, replies), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001 - one unpicklable frame: send them one by one
+                data = None
+            if data is not None:
+                try:
+                    with self._send_lock:
+                        self.conn.send_bytes(data)
+                except (OSError, ValueError, EOFError):  # the server is gone; the main loop notices
+                    pass
+                return
+        for reply in replies:
+            self.send(reply)
 
     # -- ops --------------------------------------------------------------------------------------
     def op_open(self, options: SessionOptions, session_id: str, seed, resume_state) -> str:
@@ -180,6 +208,14 @@ class _Worker:
                                                  arrived_at=arrived_at)
         finally:
             self.audio_seq[sid] = seq
+
+    def op_audio_batch(self, sid, chunks: list) -> None:
+        """Chunks in arrival order; a bad one is logged (the server checked them all already)."""
+        for chunk in chunks:
+            try:
+                self.op_audio(sid, *chunk)
+            except LpmError as exc:
+                log.warning("session %s: audio chunk %d: %s", sid, chunk[0], exc)
 
     def op_state(self, sid, phase, emotion, intensity, transition_ms, direction, result) -> None:
         self._session(sid).set_dialogue_state(phase, emotion, intensity, transition_ms, direction,
@@ -296,14 +332,15 @@ class WorkerHandle:
                 if payload and payload[0] == "ready":
                     self.ready.set()
                 continue
-            with self._lock:
-                fut = self._pending.pop(req_id, None)
-            if fut is None or fut.done():
-                continue
-            if ok:
-                fut.set_result(payload)
-            else:
-                fut.set_exception(payload)
+            for req_id, ok, payload in (payload if req_id == REPLIES else ((req_id, ok, payload),)):
+                with self._lock:
+                    fut = self._pending.pop(req_id, None)
+                if fut is None or fut.done():
+                    continue
+                if ok:
+                    fut.set_result(payload)
+                else:
+                    fut.set_exception(payload)
         self._exited()
 
     def _exited(self) -> None:
@@ -449,6 +486,13 @@ class RemoteSession:
         self._npc_pending = False
         self._dead: str | None = None
         self._closed = False
+        # Audio chunks not yet sent to the worker: they travel with the session's next render
+        # request (or before any other op), one pipe message for all of them instead of one per
+        # 20 ms chunk. The worker only reads NPC audio when it makes a frame, and player audio's
+        # events leave with the next frame, so nothing is later; the worker is woken (and its
+        # renderer interrupted for the GIL) ~3x less often.
+        self._audio: list[tuple] = []
+        self._audio_bytes = 0
 
     # -- clock mirror -----------------------------------------------------------------------------
     @property
@@ -464,7 +508,13 @@ class RemoteSession:
 
     def _send(self, op: str, *args) -> None:
         self._check()
+        self._flush_audio()
         self.worker.send(op, self.session_id, *args)
+
+    def _flush_audio(self) -> None:
+        if self._audio:
+            chunks, self._audio, self._audio_bytes = self._audio, [], 0
+            self.worker.send("audio_batch", self.session_id, chunks)
 
     # -- inputs (one-way) -------------------------------------------------------------------------
     def push_audio(self, channel, pcm: bytes, sample_rate: int, num_channels: int = 1,
@@ -493,8 +543,13 @@ class RemoteSession:
         self._audio_seq += 1
         if channel is AudioChannel.NPC:
             self._npc_pending = True
-        self._send("audio", self._audio_seq, channel, bytes(pcm), sample_rate, num_channels, sample_index, text,
-                   arrived_at if arrived_at is not None else time.monotonic())
+        self._check()
+        self._audio.append((self._audio_seq, channel, bytes(pcm), sample_rate, num_channels, sample_index, text,
+                            arrived_at if arrived_at is not None else time.monotonic()))
+        self._audio_bytes += len(pcm)
+        # a paused session makes no frames: its audio goes on at once (listening, placement)
+        if self.paused or self._audio_bytes >= MAX_HELD_AUDIO_BYTES:
+            self._flush_audio()
         return []
 
     def set_dialogue_state(self, phase=None, emotion=None, intensity: float = 1.0, transition_ms: int = 300,
@@ -532,6 +587,8 @@ class RemoteSession:
 
     def pause(self) -> None:
         self.paused = True
+        if not self._dead:
+            self._flush_audio()
 
     def resume(self) -> None:
         self.paused = False
@@ -553,7 +610,8 @@ class RemoteSession:
         self._check()
         index = self.next_index
         self.next_index = index + 1
-        return self.worker.call("render", self.session_id, index)
+        chunks, self._audio, self._audio_bytes = self._audio, [], 0
+        return self.worker.call("render", self.session_id, index, chunks)
 
     def _took(self, reply):
         frame, seq, pending = reply
@@ -573,6 +631,7 @@ class RemoteSession:
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self, timeout: float = 10.0) -> dict:
         self._check()
+        self._flush_audio()
         return self.worker.call("state_dict", self.session_id).result(timeout)
 
     def close(self, on_state: Callable[[dict], None] | None = None) -> None:
@@ -583,6 +642,7 @@ class RemoteSession:
         self.worker.sessions.pop(self.session_id, None)
         if self._dead:
             return
+        self._audio, self._audio_bytes = [], 0   # the session ends: audio not yet played is moot
         fut = self.worker.call("close", self.session_id)
         if on_state is not None:
             def done(f: Future) -> None:
