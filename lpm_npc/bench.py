@@ -214,12 +214,12 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         except threading.BrokenBarrierError:
             pass
         time.sleep(warm)
-        cpu0, w0 = tree_cpu_seconds(sidecar.proc.pid), time.monotonic()
+        cpu0, me0, w0 = tree_cpu_seconds(sidecar.proc.pid), _proc_cpu_seconds(os.getpid()), time.monotonic()
         rss_peak = 0.0
         while any(th.is_alive() for th in threads) and time.monotonic() - w0 < seconds - warm - 0.5:
             rss_peak = max(rss_peak, tree_rss_mb(sidecar.proc.pid))
             time.sleep(0.25)
-        cpu1, w1 = tree_cpu_seconds(sidecar.proc.pid), time.monotonic()
+        cpu1, me1, w1 = tree_cpu_seconds(sidecar.proc.pid), _proc_cpu_seconds(os.getpid()), time.monotonic()
         for th in threads:
             th.join(seconds + 30)
         client.close()
@@ -227,6 +227,16 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         if own:
             sidecar.stop()
     cores = sum(c - cpu0.get(p, 0.0) for p, c in cpu1.items()) / max(1e-6, w1 - w0)
+    # where the machine's CPU goes, per frame delivered: the server process (gRPC, pacing), its
+    # worker processes (audio, motion, render, encode) and this benchmark's own client
+    main_pid = sidecar.proc.pid
+    frames_in_window = max(1e-6, sum(r["fps"] for r in results) * (w1 - w0))
+    cpu_split = {
+        "server_process": (cpu1.get(main_pid, 0.0) - cpu0.get(main_pid, 0.0)),
+        "workers": sum(c - cpu0.get(p, 0.0) for p, c in cpu1.items() if p != main_pid),
+        "client": me1 - me0,
+    }
+    cpu_ms_per_frame = {k: round(v / frames_in_window * 1000.0, 3) for k, v in cpu_split.items()}
     pct = lambda key: [x for r in results for x in r[key]]  # noqa: E731
     p50, p95, p99 = pct("lat_p50"), pct("lat_p95"), pct("lat_p99")
     stage = {k: round(float(np.mean([x for r in results for x in r["stages"][k]] or [0.0])), 3)
@@ -238,6 +248,7 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         "target_fps": sessions * fps,
         "frames_dropped": sum(r["dropped"] for r in results),
         "server_cpu_cores": round(cores, 3),
+        "cpu_ms_per_frame": cpu_ms_per_frame,
         "latency_ms_p50": round(float(np.median(p50)), 1) if p50 else None,
         "latency_ms_p95": round(float(np.median(p95)), 1) if p95 else None,
         "latency_ms_p95_worst": round(float(np.max(p95)), 1) if p95 else None,
@@ -304,6 +315,8 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
                       f"| {rt['rss_mb_per_session']} MB/session "
                       f"| ms/frame audio {st['audio']:.2f} motion {st['motion']:.2f} render {st['render']:.2f} "
                       f"encode {st['encode']:.2f} transport {st['transport']:.2f}"
+                      f" | cpu ms/frame server {rt['cpu_ms_per_frame']['server_process']:.2f} "
+                      f"workers {rt['cpu_ms_per_frame']['workers']:.2f} client {rt['cpu_ms_per_frame']['client']:.2f}"
                       + (f" | {rt['share_of_bare'] * 100:.0f}% of bare" if rt["share_of_bare"] else ""),
                       flush=True)
     finally:
@@ -324,13 +337,16 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
 
 
 def print_scaling_table(report: dict) -> None:
-    print(f"\n| size | NPCs | frames/s (target) | p50 / p95 / p99 latency ms | mean batch | server cores | MB/session | share of bare renderer |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n| size | NPCs | frames/s (target) | p50 / p95 / p99 latency ms | mean batch | server cores | "
+          f"CPU ms/frame: server / workers / bench client | MB/session | share of bare renderer |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in report["rows"]:
         share = f"{r['share_of_bare'] * 100:.0f}%" if r.get("share_of_bare") else "-"
+        cm = r.get("cpu_ms_per_frame") or {}
+        split = " / ".join(f"{cm[k]:.2f}" for k in ("server_process", "workers", "client")) if cm else "-"
         print(f"| {r['size']} | {r['sessions']} | {r['aggregate_fps']} ({r['target_fps']}) | "
               f"{r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['render_batch_mean']} | "
-              f"{r['server_cpu_cores']} | {r['rss_mb_per_session']} | {share} |")
+              f"{r['server_cpu_cores']} | {split} | {r['rss_mb_per_session']} | {share} |")
 
 
 def plot_scaling(report: dict, path: Path) -> None:
@@ -388,6 +404,9 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
     st = rt["server_ms_per_frame"]
     print(f"  server ms/frame     audio {st['audio']}, motion {st['motion']}, render {st['render']} "
           f"(batch of {rt['render_batch_mean']}), encode {st['encode']}, transport {st['transport']}")
+    cm = rt["cpu_ms_per_frame"]
+    print(f"  CPU ms per frame    server process {cm['server_process']}, workers {cm['workers']}, "
+          f"benchmark client {cm['client']}")
     print(f"  server memory       {rt['server_rss_mb_idle']} MB idle, {rt['server_rss_mb_peak']} MB peak, "
           f"{rt['rss_mb_per_session']} MB per session")
     report = {**_machine(), "stages": stages, "realtime": rt}

@@ -129,6 +129,13 @@ class _Worker:
                 if op == "render":
                     self._render(req_id, *args)
                     continue
+                if op == "render_batch":   # one tick's requests of several sessions
+                    for item in args[0]:
+                        try:
+                            self._render(*item)
+                        except BaseException as exc:  # noqa: BLE001 - that session only
+                            self.send((item[0], False, _portable(exc)))
+                    continue
                 result = getattr(self, "op_" + op)(*args)
                 if req_id:
                     self.send((req_id, True, result))
@@ -278,6 +285,7 @@ class WorkerHandle:
         self._lock = threading.Lock()        # pending replies, alive
         self._send_lock = threading.Lock()   # whole messages on the pipe
         self._ids = itertools.count(1)
+        self._deferred: list[tuple] = []     # render requests of this event-loop turn (under _send_lock)
         self._reader = threading.Thread(target=self._read, name=f"worker-{slot}-reader", daemon=True)
         self._reader.start()
 
@@ -295,6 +303,7 @@ class WorkerHandle:
         # worker blocked writing a frame could stop reading requests (and a full pipe deadlock us).
         try:
             with self._send_lock:
+                self._write_deferred()
                 _send(self.conn, (req_id, op, args))
         except (OSError, ValueError) as exc:
             with self._lock:
@@ -309,9 +318,50 @@ class WorkerHandle:
             raise WorkerExitedError(self.exit_reason or "render worker exited")
         try:
             with self._send_lock:
+                self._write_deferred()
                 _send(self.conn, (0, op, args))
         except (OSError, ValueError) as exc:
             raise WorkerExitedError(self.exit_reason or f"render worker exited: pipe closed ({exc})") from exc
+
+    def call_render_soon(self, loop: asyncio.AbstractEventLoop, *args) -> Future:
+        """A render request sent at the end of this event-loop turn together with the other
+        sessions' requests of the same tick (one pipe message, one wake-up of the worker). Any other
+        message to the worker first sends these, so the order of a session's messages holds."""
+        fut: Future = Future()
+        with self._lock:
+            if not self.alive:
+                fut.set_exception(WorkerExitedError(self.exit_reason or "render worker exited"))
+                return fut
+            req_id = next(self._ids)
+            self._pending[req_id] = fut
+        with self._send_lock:
+            first = not self._deferred
+            self._deferred.append((req_id,) + args)
+        if first:
+            loop.call_soon(self._flush_deferred)
+        return fut
+
+    def _flush_deferred(self) -> None:
+        try:
+            with self._send_lock:
+                self._write_deferred()
+        except (OSError, ValueError):
+            pass  # the requests' futures were failed in _write_deferred
+
+    def _write_deferred(self) -> None:
+        """Send the deferred render requests (caller holds _send_lock)."""
+        if not self._deferred:
+            return
+        items, self._deferred = self._deferred, []
+        try:
+            _send(self.conn, (0, "render_batch", (items,)) if len(items) > 1 else (items[0][0], "render", items[0][1:]))
+        except (OSError, ValueError) as exc:
+            with self._lock:
+                futs = [self._pending.pop(item[0], None) for item in items]
+            for fut in futs:
+                if fut is not None and not fut.done():
+                    fut.set_exception(WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
+            raise
 
     @property
     def load(self) -> tuple[int, int]:
@@ -622,7 +672,12 @@ class RemoteSession:
 
     async def render(self):
         """The next frame, rendered by the worker (together with its other sessions due now)."""
-        return self._took(await asyncio.wrap_future(self._render_future()))
+        self._check()
+        index = self.next_index
+        self.next_index = index + 1
+        chunks, self._audio, self._audio_bytes = self._audio, [], 0
+        fut = self.worker.call_render_soon(asyncio.get_running_loop(), self.session_id, index, chunks)
+        return self._took(await asyncio.wrap_future(fut))
 
     def render_next(self, timeout: float = 60.0):
         """Blocking variant (tests, tools)."""
