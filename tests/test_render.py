@@ -292,3 +292,30 @@ def test_open_mouth_tapers_and_keeps_lower_lip(renderer, prepared, rig, w):
     assert col[teeth_end + 2:teeth_end + 5].mean() < col[int(bot) - 6:int(bot) - 3].mean()
     # the upper teeth under the upper lip read as teeth (light), not grey
     assert col[int(top) + 3:int(top) + 6].max() > 150
+
+
+@pytest.mark.parametrize("N,width,height,region", [(256, 256, 256, (40, 60, 220, 230)), (256, 256, 256, (0, 0, 256, 256)),
+                                                    (512, 512, 384, (100, 3, 400, 380)), (300, 300, 200, (0, 0, 300, 200))])
+def test_map_upsampling_is_grid_sample(N, width, height, region):
+    """The CPU path upsamples the coarse backward map with two small matmuls (bilinear is separable);
+    it must equal grid_sample (align_corners, border) at every output pixel of any region."""
+    import torch
+    import torch.nn.functional as F
+
+    from lpm_npc.render.renderer import TorchRenderer
+
+    r = TorchRenderer()
+
+    class P:
+        size = 512
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 2, 96, 96, generator=g) * 511
+    rx0, ry0, rx1, ry1 = region
+    ogrid = r._output_grid(N, width, height, x.device)[:, ry0:ry1, rx0:rx1]
+    side = 256
+    ref = F.grid_sample(x * ((side - 1) / (P.size - 1)), ogrid.expand(3, -1, -1, -1), mode="bilinear",
+                        padding_mode="border", align_corners=True).numpy()
+    got = r._maps_cpu(P, x, N, width, height, side, region)
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() < 1e-3

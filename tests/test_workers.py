@@ -243,3 +243,43 @@ def test_server_stop_leaves_no_worker_process(cache_dir):
     assert not any(_alive(p) for p in pids)
     stream.cancel()
     client.close()
+
+
+class _RecordingWorker:
+    """Stands in for a WorkerHandle: records what a RemoteSession sends, in order."""
+
+    def __init__(self):
+        self.sent: list[tuple] = []
+        self.sessions = {}
+
+    def send(self, op, *args):
+        self.sent.append((op,) + args)
+
+    def call(self, op, *args):
+        from concurrent.futures import Future
+
+        self.sent.append((op,) + args)
+        return Future()
+
+
+def test_audio_rides_with_the_next_render_request_and_keeps_its_order():
+    w = _RecordingWorker()
+    s = RemoteSession(w, SessionOptions(), "sid")
+    pcm = np.zeros(320, "<i2").tobytes()
+    for _ in range(3):
+        s.push_audio(AudioChannel.NPC, pcm, 16000)
+    assert w.sent == []                      # held: nothing woke the worker yet
+    assert s.npc_audio_pending()
+    s.set_dialogue_state(emotion=Emotion.SAD)
+    ops = [m[0] for m in w.sent]
+    assert ops == ["audio_batch", "state"]   # the audio goes first, in one message
+    assert [c[0] for c in w.sent[0][2]] == [1, 2, 3]
+    s.push_audio(AudioChannel.PLAYER, pcm, 16000)
+    s._render_future()
+    op, sid, index, chunks = w.sent[-1]
+    assert (op, sid, index, [c[0] for c in chunks]) == ("render", "sid", 0, [4])
+    s.pause()                                # a paused session makes no frames: audio goes at once
+    s.push_audio(AudioChannel.PLAYER, pcm, 16000)
+    assert w.sent[-1][0] == "audio_batch" and [c[0] for c in w.sent[-1][2]] == [5]
+    with pytest.raises(Exception):
+        s.push_audio(AudioChannel.NPC, b"\x00", 16000)  # an odd byte count is refused at once
