@@ -8,10 +8,12 @@ gRPC do not survive fork):
 
     server -> worker   (req_id, op, args)        req_id 0: no reply wanted (one-way)
     worker -> server   (req_id, ok, payload)     payload: the result, or the exception when not ok
+                       (REPLIES, True, [...])    the replies of one rendered batch together
 
 Ops: open (options, session_id, seed, resume_state), audio_batch, state, interrupt, output, pause,
 resume, skip, render (session_id, index, audio chunks that arrived since the last request) ->
 (RenderedFrame, audio_seq, npc_audio_pending),
+render_batch ([(req_id, session_id, index, chunks), ...]: one tick's requests, one message),
 state_dict, close -> state_dict, shutdown. Inputs are one-way (validated in the server process
 first, so a bad chunk still gets its non-fatal error at once); only open, render and close wait.
 
