@@ -26,6 +26,7 @@ from .audio.tts import DEFAULT_NPC_VOICE, synthesize
 from .character.default import default_portrait_png
 from .config import OutputOptions, ServerConfig, SessionOptions
 from .runtime.runtime import Runtime
+from .runtime.scheduler import FrameScheduler
 from .sidecar import Sidecar
 from .types import AudioChannel, PixelFormat
 
@@ -45,8 +46,6 @@ def _speech16k() -> np.ndarray:
 def bench_stages(size: int, frames: int, speech: np.ndarray, cache_dir: Path | None, batch: int = 1) -> dict:
     """In-process, one thread: the CPU cost of each stage per frame, with `batch` sessions rendered
     together in one renderer call per tick (as the server's scheduler does)."""
-    from .runtime.scheduler import FrameScheduler
-
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     runtime = Runtime(ServerConfig(cache_dir=cache_dir) if cache_dir else ServerConfig())

@@ -107,16 +107,21 @@ class _Worker:
         self.audio_seq: dict[str, int] = {}
         self._prepared: OrderedDict[str, object] = OrderedDict()
 
-    def send(self, msg) -> None:
+    def _write(self, data: bytes) -> None:
         try:
             with self._send_lock:
-                _send(self.conn, msg)
+                self.conn.send_bytes(data)
         except (OSError, ValueError, EOFError):  # the server is gone; the main loop notices
             pass
+
+    def send(self, msg) -> None:
+        try:
+            data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # noqa: BLE001 - an unpicklable payload: report it instead
-            if msg[0] > 0:
-                with self._send_lock:
-                    _send(self.conn, (msg[0], False, RuntimeError(f"worker reply could not be sent: {exc!r}")))
+            if msg[0] <= 0:
+                return
+            data = pickle.dumps((msg[0], False, RuntimeError(f"worker reply could not be sent: {exc!r}")))
+        self._write(data)
 
     def run(self) -> None:
         self.send((0, True, ("ready", os.getpid())))
@@ -183,16 +188,10 @@ class _Worker:
             replies, self._outbox = self._outbox, []
         if len(replies) > 1:
             try:
-                data = pickle.dumps((REPLIES, True, replies), protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception:  # noqa: BLE001 - one unpicklable frame: send them one by one
-                data = None
-            if data is not None:
-                try:
-                    with self._send_lock:
-                        self.conn.send_bytes(data)
-                except (OSError, ValueError, EOFError):  # the server is gone; the main loop notices
-                    pass
+                self._write(pickle.dumps((REPLIES, True, replies), protocol=pickle.HIGHEST_PROTOCOL))
                 return
+            except Exception:  # noqa: BLE001 - one unpicklable frame: send them one by one
+                pass
         for reply in replies:
             self.send(reply)
 
@@ -292,15 +291,22 @@ class WorkerHandle:
         self._reader.start()
 
     # -- calls ------------------------------------------------------------------------------------
-    def call(self, op: str, *args) -> Future:
-        """Send a request; the Future gets the reply (or WorkerExitedError)."""
+    def _register(self) -> tuple[Future, int]:
+        """A Future for a reply and its request id (0, the Future already failed, when the worker is gone)."""
         fut: Future = Future()
         with self._lock:
             if not self.alive:
                 fut.set_exception(WorkerExitedError(self.exit_reason or "render worker exited"))
-                return fut
+                return fut, 0
             req_id = next(self._ids)
             self._pending[req_id] = fut
+        return fut, req_id
+
+    def call(self, op: str, *args) -> Future:
+        """Send a request; the Future gets the reply (or WorkerExitedError)."""
+        fut, req_id = self._register()
+        if not req_id:
+            return fut
         # Sent outside self._lock: the reader thread must always be able to settle replies, or a
         # worker blocked writing a frame could stop reading requests (and a full pipe deadlock us).
         try:
@@ -329,13 +335,9 @@ class WorkerHandle:
         """A render request sent at the end of this event-loop turn together with the other
         sessions' requests of the same tick (one pipe message, one wake-up of the worker). Any other
         message to the worker first sends these, so the order of a session's messages holds."""
-        fut: Future = Future()
-        with self._lock:
-            if not self.alive:
-                fut.set_exception(WorkerExitedError(self.exit_reason or "render worker exited"))
-                return fut
-            req_id = next(self._ids)
-            self._pending[req_id] = fut
+        fut, req_id = self._register()
+        if not req_id:
+            return fut
         with self._send_lock:
             first = not self._deferred
             self._deferred.append((req_id,) + args)
@@ -658,12 +660,16 @@ class RemoteSession:
         return self._npc_pending
 
     # -- frames -----------------------------------------------------------------------------------
-    def _render_future(self) -> Future:
+    def _next_request(self) -> tuple:
+        """(session_id, index, held audio chunks) of the next render request; advances the clock mirror."""
         self._check()
         index = self.next_index
         self.next_index = index + 1
         chunks, self._audio, self._audio_bytes = self._audio, [], 0
-        return self.worker.call("render", self.session_id, index, chunks)
+        return self.session_id, index, chunks
+
+    def _render_future(self) -> Future:
+        return self.worker.call("render", *self._next_request())
 
     def _took(self, reply):
         frame, seq, pending = reply
@@ -674,11 +680,7 @@ class RemoteSession:
 
     async def render(self):
         """The next frame, rendered by the worker (together with its other sessions due now)."""
-        self._check()
-        index = self.next_index
-        self.next_index = index + 1
-        chunks, self._audio, self._audio_bytes = self._audio, [], 0
-        fut = self.worker.call_render_soon(asyncio.get_running_loop(), self.session_id, index, chunks)
+        fut = self.worker.call_render_soon(asyncio.get_running_loop(), *self._next_request())
         return self._took(await asyncio.wrap_future(fut))
 
     def render_next(self, timeout: float = 60.0):
