@@ -165,12 +165,38 @@ def test_plan_has_the_bridge_shape(bridge_plan):
                         pb.Control.ACTION_RESUME]
 
 
-def test_bridge_sequence_drives_the_sidecar(bridge_plan, client, server):
+def _starved_windows(stats, margin_s: float = 0.5) -> list[tuple[float, float]]:
+    """Media-time stretches (s) around each stats interval in which the server's skipped-frame count grew."""
+    out, prev_pts, prev_dropped = [], 0.0, 0
+    for s in stats:
+        pts = s.pts_us / 1e6
+        if s.frames_dropped > prev_dropped:
+            out.append((prev_pts - margin_s, pts + margin_s))
+        prev_pts, prev_dropped = pts, s.frames_dropped
+    return out
+
+
+@pytest.fixture(scope="module")
+def sidecar_client(cache_dir):
+    """`lpm-npc serve` in its own process, as the bridge meets it: the test's frame reading and audio
+    replay then do not share a GIL with the server's render threads."""
+    from lpm_npc.sidecar import Sidecar
+
+    sidecar = Sidecar(cache_dir=cache_dir)
+    try:
+        client = sidecar.wait_ready(timeout=120)
+        yield client
+        client.close()
+    finally:
+        sidecar.stop()
+
+
+def test_bridge_sequence_drives_the_sidecar(bridge_plan, sidecar_client, server):
     from lpm_npc.client import PerformStream
 
     plan, marks = bridge_plan, bridge_plan["marks"]
     config = U.to_message(plan["messages"][0]).config
-    stream = PerformStream(client.stub, config)
+    stream = PerformStream(sidecar_client.stub, config)
     stop = threading.Event()
     try:
         it = iter(stream)
@@ -200,17 +226,27 @@ def test_bridge_sequence_drives_the_sidecar(bridge_plan, client, server):
         assert len(f.data) == 384 * 384 * 4
         assert f.pts_samples == round(f.index * 24000 / 30)
 
-    # the bridge shows a frame at dsp = Origin + presentation_delay + pts: frames must be there by then
+    # the bridge shows a frame at dsp = Origin + presentation_delay + pts: frames must be there by then.
+    # Where the server itself reported skipping frames (its render ran late: the CPU was taken from it, as
+    # happens on a shared 2-core CI box), lateness says nothing about the bridge's timing; those stretches
+    # are left out of the count, but they may not be most of the run (a server that is always late fails).
     late_by = {f.index: arrivals[f.index] - (f.pts_us / 1e6 + marks["presentation_delay"]) for f in early}
-    in_time = [v <= 0.02 for v in late_by.values()]
-    late = {k: round(v * 1000) for k, v in late_by.items() if v > 0.02}
+    starved = _starved_windows(got.stats)
+    pts_of = {f.index: f.pts_us / 1e6 for f in early}
+    judged = {i: v for i, v in late_by.items() if not any(a <= pts_of[i] <= b for a, b in starved)}
+    assert len(judged) > 0.5 * len(late_by), (
+        f"the server skipped frames (render late) over {1 - len(judged) / len(late_by):.0%} of the run: "
+        f"{[(round(s.fps, 1), s.frames_dropped) for s in got.stats]}")
+    in_time = [v <= 0.02 for v in judged.values()]
+    late = {k: round(v * 1000) for k, v in judged.items() if v > 0.02}
     assert np.mean(in_time) > 0.9, (
         f"only {np.mean(in_time):.0%} of frames arrived before their presentation time; late (index: ms): "
         f"{dict(list(late.items())[:40])}; server stats: {[(round(s.fps, 1), s.frames_dropped) for s in got.stats]}")
 
     ev = [(EVENT_FROM_PB[e.type], e.pts_us / 1e6, e.detail) for e in got.events]
     types = [t for t, _, _ in ev]
-    assert EventType.AUDIO_LATE not in types, "the bridge pushed NPC audio too late"
+    assert EventType.AUDIO_LATE not in types, (
+        f"the bridge pushed NPC audio too late: {[(round(t, 2), d) for k, t, d in ev if k is EventType.AUDIO_LATE]}")
     npc_started = [t for k, t, _ in ev if k is EventType.NPC_SPEECH_STARTED]
     assert len(npc_started) >= 2
     assert abs(npc_started[0] - marks["line1_start_s"]) < 0.15
@@ -236,7 +272,7 @@ def test_bridge_sequence_drives_the_sidecar(bridge_plan, client, server):
     assert any(w - t0 > marks["resume"] + 0.3 for w, _ in got.frames), "frames come back after RESUME"
 
     # lips move with the line the bridge pushed, and are still while the NPC listens/thinks
-    box = _mouth_box(server, 384)
+    box = _mouth_box(server, 384)  # the in-process server has the same built-in character
     dark = {f.index: _darkness(_upright_rgba(f), box) for f in early}
     t_of = {f.index: f.pts_us / 1e6 for f in early}
     speech = [v for i, v in dark.items() if marks["line1_start_s"] + 0.2 < t_of[i] < marks["line1_end_s"] - 0.2]
