@@ -467,3 +467,39 @@ def test_free_text_direction_answers_with_primitives_and_moves_the_head(client):
     # the nod shows in the head pitch of the frames after the direction
     pitch = np.array([r.head_pitch_deg for r in got.rigs if r.pts_us >= d.pts_us])
     assert pitch.max() - pitch.min() > 2.0
+
+
+def test_a_line_right_after_its_direction_is_not_held_up(client, npc_speech, monkeypatch):
+    """Games send a line's direction and its first NPC chunk together. The sentence model runs off the
+    event loop; the audio behind it must not wait for it (it made the line's first chunk late), while
+    a later state or control message still keeps its place after the direction."""
+    import lpm_npc.performance.direction as direction
+
+    direction.warm_up()
+    real = direction.interpret
+
+    def slow_interpret(text, start_s=0.0):
+        time.sleep(0.4)  # a busy machine: the render threads the model shares are all taken
+        return real(text, start_s)
+
+    monkeypatch.setattr(direction, "interpret", slow_interpret)
+    samples, _ = npc_speech
+    line = samples[:16000]
+    with client.perform(width=64, fps=30, send_rig=True, rig_format="native") as stream:
+        first = collect(stream, max_frames=5)
+        start_s = first.frames[-1][1].pts_us / 1e6 + 0.15  # ~0.1 s ahead of the server's clock
+        stream.set_state(phase=Phase.SPEAKING, direction="smiles, nods slowly", transition_ms=200)
+        stream.send_audio(AudioChannel.NPC, line, 16000, sample_index=round(start_s * 16000))
+        stream.set_state(phase=Phase.SPEAKING, emotion=Emotion.SAD, intensity=1.0)  # waits for the direction
+        got = collect(stream, seconds=2.0)
+    types = [EVENT_FROM_PB[e.type] for e in got.events]
+    assert EventType.AUDIO_LATE not in types, [e.detail for e in got.events]
+    started = [e.pts_us / 1e6 for e in got.events if EVENT_FROM_PB[e.type] is EventType.NPC_SPEECH_STARTED]
+    assert started and abs(started[0] - start_s) < 0.05
+    # the direction still applied, 0.4 s later, and the SAD state after it was not lost or reordered
+    assert len(got.directions) == 1 and got.directions[0].pts_us / 1e6 > start_s + 0.15
+    assert EventType.DIRECTION_APPLIED in types
+    late = [r for r in got.rigs if r.pts_us / 1e6 > got.directions[0].pts_us / 1e6 + 0.6]
+    names = list(first.started.rig_channel_names)
+    mean = {n: float(np.mean([r.weights[names.index(n)] for r in late])) for n in ("frown", "brow_inner_up")}
+    assert mean["frown"] > 0.5 and mean["brow_inner_up"] > 0.5, mean  # SAD, set after the smiling direction

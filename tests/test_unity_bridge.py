@@ -203,7 +203,7 @@ def test_bridge_sequence_drives_the_sidecar(bridge_plan, sidecar_client, server)
         first = next(it)
         assert first.WhichOneof("msg") == "started", first
         t0 = time.monotonic()
-        U.replay(stream, plan, t0, stop)
+        replay = U.replay(stream, plan, t0, stop)
         arrivals: dict[int, float] = {}
         got = collect(it, seconds=marks["end"] + 0.3,
                       on_frame=lambda f: arrivals.__setitem__(f.index, time.monotonic() - t0))
@@ -245,8 +245,12 @@ def test_bridge_sequence_drives_the_sidecar(bridge_plan, sidecar_client, server)
 
     ev = [(EVENT_FROM_PB[e.type], e.pts_us / 1e6, e.detail) for e in got.events]
     types = [t for t, _, _ in ev]
-    assert EventType.AUDIO_LATE not in types, (
-        f"the bridge pushed NPC audio too late: {[(round(t, 2), d) for k, t, d in ev if k is EventType.AUDIO_LATE]}")
+    # (a server that skipped frames jumped its clock ahead of audio sent in time: not the bridge's doing)
+    audio_late = [(round(t, 2), d) for k, t, d in ev
+                  if k is EventType.AUDIO_LATE and not any(a <= t <= b for a, b in starved)]
+    assert not audio_late, (
+        f"the bridge pushed NPC audio too late: {audio_late}"
+        f"; the replay sent these late (planned s, s late): {replay.sent_late[:20]}")
     npc_started = [t for k, t, _ in ev if k is EventType.NPC_SPEECH_STARTED]
     assert len(npc_started) >= 2
     assert abs(npc_started[0] - marks["line1_start_s"]) < 0.15

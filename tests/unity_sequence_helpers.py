@@ -59,6 +59,8 @@ def replay(stream, plan: dict, t0: float, stop: threading.Event) -> threading.Th
     messages = [to_message(m) for m in plan["messages"][1:]]
     times = [m["t"] for m in plan["messages"][1:]]
 
+    sent_late: list[tuple[float, float]] = []  # (planned t, s after it) of every message sent late
+
     def sender() -> None:
         for t, msg in zip(times, messages):
             delay = t0 + t - time.monotonic()
@@ -70,7 +72,11 @@ def replay(stream, plan: dict, t0: float, stop: threading.Event) -> threading.Th
                 stream.send(msg)
             except RuntimeError:
                 return
+            behind = time.monotonic() - (t0 + t)
+            if behind > 0.01:
+                sent_late.append((t, behind))
 
     th = threading.Thread(target=sender, name="unity-plan-replay", daemon=True)
+    th.sent_late = sent_late  # type: ignore[attr-defined]
     th.start()
     return th

@@ -423,6 +423,20 @@ def interpret(text: str, start_s: float = 0.0) -> DirectionResult:
     return get_interpreter().interpret(text, start_s)
 
 
+def interpret_or_none(text: str, start_s: float = 0.0) -> DirectionResult | None:
+    """interpret(), except that a failing sentence model gives None (the performance model then
+    reports the direction as not applied) instead of ending the stream. Bad text still raises
+    InvalidInputError."""
+    validate_direction(text)
+    try:
+        return interpret(text, start_s)
+    except InvalidInputError:
+        raise
+    except Exception:  # noqa: BLE001
+        log.exception("direction %r could not be interpreted", text)
+        return None
+
+
 def benchmark(phrases: list[str] | None = None, repeats: int = 3) -> dict:
     """Prints and returns model load time and ms per direction on this machine (not asserted)."""
     phrases = phrases or ["nods slowly", "looks away, a bit nervous", "smirks", "raises an eyebrow",

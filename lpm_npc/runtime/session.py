@@ -170,16 +170,9 @@ class PerformSession:
         if direction and direction_result is ...:
             # Interpret outside the lock: the sentence model takes tens of ms (and loads on first use
             # unless the server warmed it up); frames keep coming meanwhile.
-            from ..performance.direction import interpret, validate_direction
+            from ..performance.direction import interpret_or_none
 
-            validate_direction(direction)
-            try:
-                result = interpret(direction, self.next_pts())
-            except InvalidInputError:
-                raise
-            except Exception:  # the model failed: the performance model reports "not applied"
-                log.exception("direction %r could not be interpreted", direction)
-                result = None
+            result = interpret_or_none(direction, self.next_pts())
         with self._lock:
             if result is not None:
                 result = dataclasses.replace(result, start_s=self.next_pts())

@@ -607,24 +607,18 @@ class RemoteSession:
         return []
 
     def set_dialogue_state(self, phase=None, emotion=None, intensity: float = 1.0, transition_ms: int = 300,
-                           direction: str = "") -> None:
+                           direction: str = "", direction_result=...) -> None:
+        """As PerformSession.set_dialogue_state; the direction is interpreted here, in the server
+        process (the sentence model is warmed up once there, not in every worker)."""
         if not 0.0 <= intensity <= 1.0 or intensity != intensity:
             raise InvalidInputError(f"intensity={intensity} must be within 0..1.")
         if transition_ms > 60000:
             raise InvalidInputError(f"transition_ms={transition_ms} must be at most 60000.")
-        result = None
-        if direction:
-            # The sentence model lives in the server process (warmed up once), not in every worker.
-            from ..performance.direction import interpret, validate_direction
+        result = None if direction_result is ... else direction_result
+        if direction and direction_result is ...:
+            from ..performance.direction import interpret_or_none
 
-            validate_direction(direction)
-            try:
-                result = interpret(direction, self.next_pts())
-            except InvalidInputError:
-                raise
-            except Exception:  # noqa: BLE001 - the performance model reports "not applied"
-                log.exception("direction %r could not be interpreted", direction)
-                result = None
+            result = interpret_or_none(direction, self.next_pts())
         self._send("state", phase, emotion, intensity, transition_ms, direction, result)
 
     def interrupt(self) -> None:

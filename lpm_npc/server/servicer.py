@@ -16,10 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from ..errors import LpmError
+from ..performance.direction import interpret_or_none, validate_direction
 from ..runtime.runtime import Runtime
 from ..runtime.scheduler import aligned_start
 from ..performance.arkit import ARKIT_NAMES, rig_frame_fields
-from ..runtime.session import RIG_CHANNEL_NAMES, PerformSession, rig_weights
+from ..runtime.session import RIG_CHANNEL_NAMES, PerformSession, StageTimes, rig_weights
 from ..types import EventType
 from ..v1 import lpm_npc_pb2 as pb
 from ..v1 import lpm_npc_pb2_grpc as pb_grpc
@@ -34,6 +35,7 @@ LINGER_AFTER_INPUT_S = 0.5
 # A pump behind the clock renders back-to-back to catch up (frames that late are still shown by a
 # client's jitter buffer); only beyond this it skips ahead, since such frames would arrive too late.
 MAX_CATCH_UP_S = 0.1
+SKIP_LOG_INTERVAL_S = 5.0  # at most one 'behind the clock' warning per session per interval
 
 
 class _Stream:
@@ -48,6 +50,7 @@ class _Stream:
         self.wake = asyncio.Event()  # resume / output change
         self.t0 = time.monotonic()  # wall time of pts 0, set by the pump
         self.last_pts_us = 0
+        self.pending_state: asyncio.Future | None = None  # a directed state being interpreted
 
     def error(self, exc: LpmError | str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
               fatal: bool = False) -> None:
@@ -161,6 +164,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                         for ev in events:
                             self._emit_event(stream, ev)
                     elif kind == "state":
+                        await self._state_settled(stream)
                         s = msg.state
                         if s.phase not in convert.PHASE_FROM_PB or s.emotion not in convert.EMOTION_FROM_PB:
                             stream.error("unknown phase or emotion value; see the Phase and Emotion enums.")
@@ -169,12 +173,13 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                         intensity = s.intensity if (s.intensity > 0 or emotion is None) else 1.0
                         args = (convert.PHASE_FROM_PB[s.phase], emotion, intensity, s.transition_ms or 300,
                                 s.direction)
-                        if s.direction:  # the sentence model runs off the event loop
-                            await asyncio.get_running_loop().run_in_executor(
-                                self.executor, session.set_dialogue_state, *args)
+                        if s.direction:
+                            validate_direction(s.direction)
+                            stream.pending_state = asyncio.ensure_future(self._apply_directed_state(stream, args))
                         else:
                             session.set_dialogue_state(*args)
                     elif kind == "control":
+                        await self._state_settled(stream)
                         self._control(stream, msg.control)
                     elif kind == "config":
                         stream.error("the session is already configured; use Control "
@@ -184,13 +189,37 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                         stream.error("empty ClientMessage: set one of config/audio/state/control.")
                 except LpmError as exc:
                     stream.error(exc)
+            await self._state_settled(stream)  # the client half-closed: its last direction still applies
         except asyncio.CancelledError:
             raise
         except Exception:  # the transport failed; the writer side notices and cleans up
             log.debug("session %s: read loop ended", session.session_id, exc_info=True)
         finally:
+            if stream.pending_state is not None:
+                stream.pending_state.cancel()
             stream.input_done.set()
             stream.wake.set()
+
+    async def _apply_directed_state(self, stream: _Stream, args: tuple) -> None:
+        """Interpret a state's direction off the event loop (the sentence model takes tens of ms, more
+        when the render threads are busy), then apply the state on it.
+
+        The reader does not wait for this: the NPC line a direction belongs to usually follows it
+        within milliseconds, and holding its audio back made the line's first chunk late. Later state
+        and control messages do wait (_state_settled), so those keep their order."""
+        session = stream.session
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.executor, interpret_or_none, args[-1], session.next_pts())
+            session.set_dialogue_state(*args, direction_result=result)
+        except LpmError as exc:
+            stream.error(exc)
+
+    @staticmethod
+    async def _state_settled(stream: _Stream) -> None:
+        if stream.pending_state is not None:
+            pending, stream.pending_state = stream.pending_state, None
+            await pending
 
     def _control(self, stream: _Stream, control: pb.Control) -> None:
         session = stream.session
@@ -231,6 +260,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
         t0 = stream.t0 = aligned_start(session.output.fps)
         next_stats = t0 + interval
         linger_until: float | None = None
+        last_skip_log, last_wall, last_times = -1e9, 0.0, StageTimes()
         try:
             while not stream.stop.is_set():
                 now = time.monotonic()
@@ -258,9 +288,17 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                     await asyncio.sleep(due - now)
                 elif now - due > MAX_CATCH_UP_S:
                     skipped = session.skip_to(session.clock.index_at(now - t0 - lookahead))
-                    log.debug("session %s: %.0f ms behind the clock, skipped %d frames",
-                              session.session_id, (now - due) * 1000.0, skipped)
+                    if now - last_skip_log >= SKIP_LOG_INTERVAL_S:
+                        last_skip_log = now
+                        t = last_times
+                        log.warning("session %s: %.0f ms behind the clock, skipped %d frames (the frame before "
+                                    "took %.0f ms from request to result: audio %.1f, motion %.1f, render %.1f, "
+                                    "encode %.1f ms of work); the machine is short of CPU for its sessions",
+                                    session.session_id, (now - due) * 1000.0, skipped, last_wall * 1000.0,
+                                    t.audio * 1e3, t.motion * 1e3, t.render * 1e3, t.encode * 1e3)
+                t_request = time.monotonic()
                 frame = await self.runtime.scheduler.render(session)
+                last_wall, last_times = time.monotonic() - t_request, frame.times
                 stream.stats.rendered(frame.times, frame.batch_size)
                 stream.last_pts_us = frame.pts_us
                 out.put_frame(*self._frame_messages(session, frame))
