@@ -95,6 +95,22 @@ void Pump(lpmnpc::Session& s, std::chrono::milliseconds duration, Received* r, b
   }
 }
 
+// Timing checks need a window in which the server rendered every frame on its clock. A shared CI
+// machine can lose its CPU for seconds (hypervisor steal); the server then skips frames and reports
+// them in Stats.frames_dropped. Runs `measure` up to `attempts` times and returns whether one run
+// was clean: no server-side skip from its start until the Stats message after its end.
+template <typename Measure>
+bool InAWindowTheServerKeptItsClock(lpmnpc::Session& s, Measure measure, int attempts = 5) {
+  for (int i = 0; i < attempts; ++i) {
+    const uint64_t dropped0 = s.GetStats().frames_dropped;
+    measure();
+    Received tail;
+    Pump(s, 700ms, &tail);  // > the 500 ms stats interval: the next Stats message covers the window
+    if (s.GetStats().frames_dropped == dropped0) return true;
+  }
+  return false;
+}
+
 // Push an NPC line the way a game pushes TTS: 100 ms chunks, each sent ~0.2 s before its time,
 // with explicit sample positions on the session clock (sample 0 = pts 0).
 std::thread FeedLine(lpmnpc::Session& s, std::vector<int16_t> pcm, int64_t start_sample,
@@ -132,11 +148,22 @@ TEST(Session, ConfigureAndFramesAtRateWithMonotonicPts) {
   EXPECT_EQ(s.State(), lpmnpc::SessionState::Streaming);
 
   Received r;
-  const auto t0 = Clock::now();
-  Pump(s, 2500ms, &r, /*keep_data=*/true);
-  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  double secs = 0;
+  uint64_t received = 0;
+  bool connected = false;
+  std::vector<lpmnpc::Error> errors;
+  ASSERT_TRUE(InAWindowTheServerKeptItsClock(s, [&] {
+    r = Received();
+    const uint64_t received0 = s.GetStats().frames_received;
+    const auto t0 = Clock::now();
+    Pump(s, 2500ms, &r, /*keep_data=*/true);
+    secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    received = s.GetStats().frames_received - received0;
+    connected = connected || r.Has(EventType::Connected);
+    errors.insert(errors.end(), r.errors.begin(), r.errors.end());
+  })) << "the server skipped frames in every window: its machine did not get the CPU it needs";
   ASSERT_GE(r.frames.size(), static_cast<size_t>(0.8 * 30 * 2.2));
-  const double rate = (s.GetStats().frames_received - 1) / secs;
+  const double rate = received / secs;
   EXPECT_NEAR(rate, 30.0, 6.0);
   for (size_t i = 0; i < r.frames.size(); ++i) {
     const auto& f = r.frames[i];
@@ -154,8 +181,8 @@ TEST(Session, ConfigureAndFramesAtRateWithMonotonicPts) {
     EXPECT_EQ(f.format, lpmnpc::PixelFormat::BGRA8);
     EXPECT_EQ(f.data.size(), 64u * 64u * 4u);
   }
-  EXPECT_TRUE(r.Has(EventType::Connected));
-  EXPECT_TRUE(r.errors.empty()) << r.errors.front().message;
+  EXPECT_TRUE(connected);
+  EXPECT_TRUE(errors.empty()) << errors.front().message;
   EXPECT_GT(s.GetStats().frames_sent, 0u);  // a server Stats message arrived
   s.Stop();
   EXPECT_EQ(s.State(), lpmnpc::SessionState::Closed);
@@ -168,15 +195,18 @@ TEST(Session, PlayheadPicksTheDueFrame) {
   ASSERT_TRUE(s.WaitStarted(60000)) << s.LastError().message;
   std::vector<int64_t> behind;  // playhead - pts of the frame shown
   lpmnpc::Frame f;
-  const auto end = Clock::now() + 2000ms;
-  while (Clock::now() < end) {
-    const int64_t playhead = s.DefaultPlayheadUs(60);
-    if (s.PollFrame(playhead, &f)) {
-      ASSERT_LE(f.pts_us, playhead);
-      behind.push_back(playhead - f.pts_us);
+  ASSERT_TRUE(InAWindowTheServerKeptItsClock(s, [&] {
+    behind.clear();
+    const auto end = Clock::now() + 2000ms;
+    while (Clock::now() < end) {
+      const int64_t playhead = s.DefaultPlayheadUs(60);
+      if (s.PollFrame(playhead, &f)) {
+        ASSERT_LE(f.pts_us, playhead);
+        behind.push_back(playhead - f.pts_us);
+      }
+      std::this_thread::sleep_for(4ms);
     }
-    std::this_thread::sleep_for(4ms);
-  }
+  })) << "the server skipped frames in every window: its machine did not get the CPU it needs";
   ASSERT_GE(behind.size(), 40u);
   std::sort(behind.begin(), behind.end());
   // The shown frame is the newest due one: within one frame period (+ poll slack) of the playhead.
