@@ -107,3 +107,18 @@ def test_tracker_and_extractor_are_chunk_invariant(speech):
     rb = np.concatenate([b.rows(feats[i:i + 3]) for i in range(0, feats.shape[0], 3)])
     np.testing.assert_allclose(ra, rb, atol=1e-6)
     assert a.state() == pytest.approx(b.state(), abs=1e-9)
+
+
+def test_tracker_without_mouth_columns_keeps_the_rest(speech):
+    """The learned lip-sync writes jaw / round / spread / press itself: the tracker then skips them,
+    and what it still gives (active, accent, onset, its running references) is unchanged."""
+    from lpm_npc.performance.lipsync import T
+
+    feats = FeatureExtractor().push(np.concatenate([np.zeros(4000, np.float32), speech]))
+    a, b = ArticulationTracker(), ArticulationTracker()
+    full, lean = a.rows(feats), b.rows(feats, mouth=False)
+    mouth = [T[k] for k in ("jaw", "round", "spread", "press")]
+    rest = [T[k] for k in ("active", "accent", "onset")]
+    np.testing.assert_array_equal(lean[:, rest], full[:, rest])
+    assert not lean[:, mouth].any() and full[:, mouth].max() > 0.3
+    assert a.state() == b.state()

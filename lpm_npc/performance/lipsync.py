@@ -117,18 +117,34 @@ class ArticulationTracker:
             self.f1_ref_db = float(ref[-1])
         return ref.astype(np.float32)
 
-    def rows(self, feats: np.ndarray) -> np.ndarray:
-        """Target rows (n, NUM_TARGETS) for feature rows (n, NUM_FEATURES)."""
+    def rows(self, feats: np.ndarray, mouth: bool = True) -> np.ndarray:
+        """Target rows (n, NUM_TARGETS) for feature rows (n, NUM_FEATURES).
+
+        mouth=False leaves the jaw / round / spread / press columns at 0 (the learned lip-sync
+        writes its own there); the running references are updated either way."""
         out = np.zeros((feats.shape[0], NUM_TARGETS), np.float32)
         if feats.shape[0] == 0:
             return out
         level, f1ref, lp, shape = self._update_refs(feats)
         rms = feats[:, F["rms_db"]]
+        pitch = feats[:, F["pitch_hz"]]
+        active = _ramp(rms - level, -32.0, -20.0)
+        if mouth:
+            self._mouth_columns(out, feats, level, f1ref, shape, active)
+        out[:, T["active"]] = active
+        pitch_z = np.where(pitch > 0, (np.log(np.maximum(pitch, 1.0)) - lp) / 0.08, 0.0)
+        out[:, T["accent"]] = _ramp(pitch_z, 0.8, 2.5) * _ramp(rms - level, -6.0, 0.0)
+        out[:, T["onset"]] = _ramp(feats[:, F["onset"]], 4.0, 15.0) * active
+        return out
+
+    @staticmethod
+    def _mouth_columns(out: np.ndarray, feats: np.ndarray, level: np.ndarray, f1ref: np.ndarray,
+                       shape: np.ndarray, active: np.ndarray) -> None:
+        rms = feats[:, F["rms_db"]]
         low, f1 = feats[:, F["low_db"]], feats[:, F["f1_db"]]
         f2lo, f2hi = feats[:, F["f2lo_db"]], feats[:, F["f2hi_db"]]
-        voicing, pitch = feats[:, F["voicing"]], feats[:, F["pitch_hz"]]
+        voicing = feats[:, F["voicing"]]
         below = level - rms
-        active = _ramp(rms - level, -32.0, -20.0)
         voiced = _ramp(voicing, 0.4, 0.6) * active
         openness = _ramp(f1 - f1ref, -24.0, -4.0)
         loud = _ramp(rms - level, -26.0, 2.0)
@@ -146,11 +162,6 @@ class ArticulationTracker:
         out[:, T["spread"]] = _ramp(spread_score, 3.0, 20.0) * voiced
         out[:, T["round"]] = _ramp(-spread_score, 3.0, 10.0) * voiced * (1.0 - press)
         out[:, T["press"]] = press
-        out[:, T["active"]] = active
-        pitch_z = np.where(pitch > 0, (np.log(np.maximum(pitch, 1.0)) - lp) / 0.08, 0.0)
-        out[:, T["accent"]] = _ramp(pitch_z, 0.8, 2.5) * _ramp(rms - level, -6.0, 0.0)
-        out[:, T["onset"]] = _ramp(feats[:, F["onset"]], 4.0, 15.0) * active
-        return out
 
 
 @dataclass

@@ -273,7 +273,9 @@ class NpcTimeline:
         feats = self.extractor.push(x)
         self._fed += x.size
         if self._visemes is not None:
-            self._feed_learned(x, self._tracker.rows(feats) if feats.shape[0] else None, self.extractor.last_power)
+            # the network writes the mouth columns: the tracker only gives active / accent / onset
+            self._feed_learned(x, self._tracker.rows(feats, mouth=False) if feats.shape[0] else None,
+                               self.extractor.last_power)
         elif feats.shape[0]:
             self._rows.append(g0, self._tracker.rows(feats))
 
