@@ -27,6 +27,7 @@ from .character.default import default_portrait_png
 from .config import OutputOptions, ServerConfig, SessionOptions
 from .runtime.runtime import Runtime
 from .runtime.scheduler import FrameScheduler
+from .loadgen import build_loadgen, start_loadgen
 from .sidecar import Sidecar
 from .types import AudioChannel, PixelFormat
 
@@ -150,10 +151,12 @@ def proc_rss_mb(pid: int) -> float:
 
 def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray, fps: int = 30,
                    pixel_format: PixelFormat = PixelFormat.RGBA8, cache_dir: Path | None = None,
-                   sidecar: Sidecar | None = None, workers: int = 0) -> dict:
+                   sidecar: Sidecar | None = None, workers: int = 0, loadgen: Path | None = None) -> dict:
     """N live sessions against a `lpm-npc serve` child (started here unless `sidecar` is given).
 
-    CPU and memory count the server process and its worker processes (`workers`) together."""
+    CPU and memory count the server process and its worker processes (`workers`) together. The
+    clients are Python threads, or with `loadgen` (a built lpmnpc_loadgen, see lpm_npc.loadgen) one
+    native process streaming the same speech the same way."""
     own = sidecar is None
     if own:
         sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(16, sessions)),
@@ -223,22 +226,39 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
                 "batch": [s.render_batch_mean for s in stats],
             })
 
-        threads = [threading.Thread(target=run_one, args=(k,), daemon=True) for k in range(sessions)]
-        for th in threads:
-            th.start()
-        try:
-            barrier.wait()
-        except threading.BrokenBarrierError:
-            pass
+        native = None
+        threads: list[threading.Thread] = []
+        if loadgen is not None:
+            native = start_loadgen(loadgen, sidecar.address, sessions, size, fps, seconds, warm, speech,
+                                   pixel_format.value)
+            native.wait_started()
+            alive = native.alive
+        else:
+            threads = [threading.Thread(target=run_one, args=(k,), daemon=True) for k in range(sessions)]
+            for th in threads:
+                th.start()
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+            alive = lambda: any(th.is_alive() for th in threads)  # noqa: E731
         time.sleep(warm)
         cpu0, me0, w0 = tree_cpu_seconds(sidecar.proc.pid), _proc_cpu_seconds(os.getpid()), time.monotonic()
         rss_peak = 0.0
-        while any(th.is_alive() for th in threads) and time.monotonic() - w0 < seconds - warm - 0.5:
+        while alive() and time.monotonic() - w0 < seconds - warm - 0.5:
             rss_peak = max(rss_peak, tree_rss_mb(sidecar.proc.pid))
             time.sleep(0.25)
         cpu1, me1, w1 = tree_cpu_seconds(sidecar.proc.pid), _proc_cpu_seconds(os.getpid()), time.monotonic()
         for th in threads:
             th.join(seconds + 30)
+        if native is not None:
+            report = native.result(timeout=seconds + 60)
+            results = report["sessions"]
+            failed = [k for k, r in enumerate(results) if r.get("error")]
+            if failed:
+                log.warning("bench sessions %s failed to start", failed)
+            # the client's CPU over the same window as the server's (the loadgen measures its own)
+            me0, me1 = 0.0, report["client_cpu_s"] / max(1e-6, report["window_s"]) * (w1 - w0)
         client.close()
     finally:
         if own:
@@ -276,6 +296,7 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         "server_rss_mb_peak": round(rss_peak, 1),
         "rss_mb_per_session": round((rss_peak - rss_idle) / sessions, 1),
         "gpu_mb_per_session": None,
+        "client": "cpp" if loadgen is not None else "python",
     }
 
 
@@ -298,11 +319,22 @@ def bare_renderer_fps(size: int, batch: int, threads: int, cache_dir: Path | Non
     return float(r["frames_per_s"]) * (threads if device.startswith("cpu") else 1)
 
 
+def _loadgen(client: str) -> Path | None:
+    """None for the Python client; the built lpmnpc_loadgen for `cpp` (LoadgenUnavailable says what is missing)."""
+    if client == "python":
+        return None
+    if client != "cpp":
+        raise ValueError(f"client must be 'python' or 'cpp', got {client!r}")
+    print("building the native benchmark client (lpmnpc_loadgen) ...", flush=True)
+    return build_loadgen()
+
+
 def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps: int = 30,
                 json_path: Path | None = None, plot_path: Path | None = None,
                 cache_dir: Path | None = None, render_threads: int = 2, workers: int = 0,
-                backend: str = "torch", device: str = "cpu") -> dict:
+                backend: str = "torch", device: str = "cpu", client: str = "python") -> dict:
     """The scaling table: aggregate fps, latency and memory for each (size, N) on one sidecar."""
+    loadgen = _loadgen(client)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     speech = _speech16k()
@@ -321,7 +353,8 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
         sidecar.wait_ready()
         for size in sizes:
             for n in session_counts:
-                rt = bench_realtime(size, seconds, n, speech, fps=fps, sidecar=sidecar, workers=workers)
+                rt = bench_realtime(size, seconds, n, speech, fps=fps, sidecar=sidecar, workers=workers,
+                                    loadgen=loadgen)
                 rt["bare_renderer_fps"] = round(bare[size], 1) if bare[size] else None
                 rt["share_of_bare"] = round(rt["aggregate_fps"] / bare[size], 3) if bare[size] else None
                 rows.append(rt)
@@ -339,6 +372,7 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
     finally:
         sidecar.stop()
     report = {**machine, "kind": "scaling", "fps": fps, "render_threads": render_threads, "workers": workers,
+              "client": client,
               "backend": backend, "device": device,
               "rows": rows,
               "bare_renderer_fps": bare}
@@ -400,7 +434,8 @@ def plot_scaling(report: dict, path: Path) -> None:
 
 def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: int = 30,
               stage_frames: int = 300, json_path: Path | None = None, cache_dir: Path | None = None,
-              workers: int = 0) -> dict:
+              workers: int = 0, client: str = "python") -> dict:
+    loadgen = _loadgen(client)
     speech = _speech16k()
     print(f"lpm-npc bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch {torch.__version__}", flush=True)
@@ -416,8 +451,10 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
     print(f"  4 sessions rendered together: {batched['cpu_ms_per_frame']:.3f} ms CPU/frame (motion {b['motion']:.3f}, "
           f"render {b['render']:.3f}, encode {b['encode']:.3f}) against {stages['cpu_ms_per_frame']:.3f} alone")
     stages["batch4"] = batched
-    rt = bench_realtime(size, seconds, sessions, speech, fps=fps, cache_dir=cache_dir, workers=workers)
-    print(f"\nReal time over loopback gRPC: {sessions} session(s), {size}x{size} RGBA @ {fps} fps, {seconds:.0f} s of live speech")
+    rt = bench_realtime(size, seconds, sessions, speech, fps=fps, cache_dir=cache_dir, workers=workers,
+                        loadgen=loadgen)
+    print(f"\nReal time over loopback gRPC: {sessions} session(s), {size}x{size} RGBA @ {fps} fps, {seconds:.0f} s of live speech "
+          f"({rt['client']} client)")
     print(f"  received fps        {rt['fps_per_session']} (aggregate {rt['aggregate_fps']} of {rt['target_fps']})")
     print(f"  frames dropped      {rt['frames_dropped']}")
     print(f"  server CPU          {rt['server_cpu_cores']:.2f} cores of {os.cpu_count()}  (bar: <= 1 core for one NPC)")

@@ -73,6 +73,16 @@ def _int_list(text: str) -> list[int]:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from .loadgen import LoadgenUnavailable
+
+    try:
+        return _run_bench(args)
+    except LoadgenUnavailable as exc:
+        print(f"lpm-npc bench --client cpp: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench, run_scaling
 
     if args.quality:
@@ -85,10 +95,10 @@ def _bench(args: argparse.Namespace) -> int:
         run_scaling(args.size, args.sessions, args.seconds, fps=args.fps,
                     json_path=Path(args.json) if args.json else None,
                     plot_path=Path(args.plot) if args.plot else None, render_threads=args.render_threads,
-                    workers=args.workers, backend=args.backend, device=args.device)
+                    workers=args.workers, backend=args.backend, device=args.device, client=args.client)
         return 0
     run_bench(size=args.size[0], seconds=args.seconds, sessions=args.sessions[0], fps=args.fps,
-              json_path=Path(args.json) if args.json else None, workers=args.workers)
+              json_path=Path(args.json) if args.json else None, workers=args.workers, client=args.client)
     return 0
 
 
@@ -174,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scaling sweep: the server's renderer backend (lpm-npc serve --backend)")
     b.add_argument("--device", default="cpu", help="scaling sweep: the backend's device (e.g. cuda, tensorrt-ep)")
     b.add_argument("--fps", type=int, default=30)
+    b.add_argument("--client", default="python", choices=["python", "cpp"],
+                   help="the benchmark's clients: Python threads, or one native process built from the Unreal "
+                        "bridge's C++ core (as a game links it; needs cmake and gRPC C++ to build)")
     b.add_argument("--json", default=None)
     b.set_defaults(func=_bench)
 

@@ -191,6 +191,9 @@ def sidecar_client(cache_dir):
         sidecar.stop()
 
 
+# Real time on a shared 2-core machine: a run in which the VM lost its CPU for seconds (the server then
+# reports skipped frames over most of it) is run again; a server that is late every time still fails.
+@pytest.mark.flaky(reruns=2, reruns_delay=2)
 def test_bridge_sequence_drives_the_sidecar(bridge_plan, sidecar_client, server):
     from lpm_npc.client import PerformStream
 

@@ -328,6 +328,12 @@ struct Session::Impl {
           stats.latency_p50_ms = s.latency_p50_ms();
           stats.latency_p95_ms = s.latency_p95_ms();
           stats.render_ms = s.render_ms();
+          stats.latency_p99_ms = s.latency_p99_ms();
+          stats.render_batch_mean = s.render_batch_mean();
+          stats.audio_ms = s.audio_ms();
+          stats.motion_ms = s.motion_ms();
+          stats.encode_ms = s.encode_ms();
+          stats.transport_ms = s.transport_ms();
           stats.pts_us = s.pts_us() + offset_us;
           break;
         }

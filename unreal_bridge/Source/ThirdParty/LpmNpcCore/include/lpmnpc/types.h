@@ -92,6 +92,9 @@ struct Stats {
   uint64_t frames_dropped = 0;
   uint32_t queue_depth = 0;
   float latency_p50_ms = 0, latency_p95_ms = 0, render_ms = 0;
+  float latency_p99_ms = 0;
+  float render_batch_mean = 0;       // frames per renderer call (across sessions)
+  float audio_ms = 0, motion_ms = 0, encode_ms = 0, transport_ms = 0;  // per frame, this interval
   int64_t pts_us = 0;
   // Client side.
   uint64_t frames_received = 0;   // all connections together
