@@ -45,11 +45,14 @@ struct Args {
   lpmnpc::PixelFormat format = lpmnpc::PixelFormat::RGBA8;
 };
 
+constexpr const char* kUsage =
+    "usage: lpmnpc_loadgen --speech FILE.s16 [--address HOST:PORT] [--sessions N] [--size PX] [--fps N] "
+    "[--seconds S] [--warm S] [--pixel-format rgba8|bgra8|jpeg] [--json OUT]\n"
+    "  FILE.s16: 16 kHz mono s16le speech, streamed live by every session (6 s on, 2 s off)\n"
+    "  prints 'started' once every session is up, then one JSON report (to --json, else stdout)\n";
+
 [[noreturn]] void Usage(const std::string& why) {
-  std::fprintf(stderr,
-               "lpmnpc_loadgen: %s\nusage: lpmnpc_loadgen --speech FILE.s16 [--address HOST:PORT] [--sessions N] "
-               "[--size PX] [--fps N] [--seconds S] [--warm S] [--pixel-format rgba8|bgra8|jpeg] [--json OUT]\n",
-               why.c_str());
+  std::fprintf(stderr, "lpmnpc_loadgen: %s\n%s", why.c_str(), kUsage);
   std::exit(2);
 }
 
@@ -57,6 +60,10 @@ Args Parse(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string k = argv[i];
+    if (k == "--help" || k == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
     if (i + 1 >= argc) Usage("missing value for " + k);
     const std::string v = argv[++i];
     try {
