@@ -425,7 +425,7 @@ def plot_scaling(report: dict, path: Path) -> None:
     ax2.set_ylabel("audio -> frame latency, ms")
     ax2.set_yscale("log")
     fig.suptitle(f"lpm-npc scaling — {report['processor']}, {report['cpu_count']} cores, "
-                 f"gpu {report['gpu']}, {report['date'][:10]}", fontsize=10)
+                 f"gpu {report['gpu']}, {report.get('client', 'python')} client, {report['date'][:10]}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
