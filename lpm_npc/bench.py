@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import platform
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -140,6 +142,41 @@ def tree_rss_mb(pid: int) -> float:
     return total
 
 
+def parse_compute_apps(csv_text: str) -> dict[int, float]:
+    """pid -> MiB from `nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits`."""
+    out: dict[int, float] = {}
+    for line in csv_text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) != 2:
+            continue
+        try:
+            pid, mib = int(parts[0]), float(parts[1])
+        except ValueError:  # "[N/A]" (no permission) or a header
+            continue
+        out[pid] = out.get(pid, 0.0) + mib
+    return out
+
+
+def tree_gpu_mb(pid: int) -> float | None:
+    """GPU memory (MiB) of `pid` and its descendants, from nvidia-smi; None without an NVIDIA GPU.
+
+    In a container nvidia-smi may list host PIDs that match none of ours: then every compute process
+    on the GPU counts (the benchmark's machine runs nothing else)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        res = subprocess.run([exe, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return None
+    apps = parse_compute_apps(res.stdout)
+    ours = [apps[p] for p in _tree_pids(pid) if p in apps]
+    return float(sum(ours)) if ours else float(sum(apps.values()))
+
+
 def proc_rss_mb(pid: int) -> float:
     """Resident memory of a process in MB (Linux /proc)."""
     with open(f"/proc/{pid}/status") as f:
@@ -166,6 +203,7 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         client = sidecar.wait_ready()
         client.register_character(default_portrait_png())
         rss_idle = tree_rss_mb(sidecar.proc.pid)
+        gpu_idle = tree_gpu_mb(sidecar.proc.pid)
         barrier = threading.Barrier(sessions + 1)
         warm = min(2.0, seconds / 4)
 
@@ -244,9 +282,12 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
             alive = lambda: any(th.is_alive() for th in threads)  # noqa: E731
         time.sleep(warm)
         cpu0, me0, w0 = tree_cpu_seconds(sidecar.proc.pid), _proc_cpu_seconds(os.getpid()), time.monotonic()
-        rss_peak = 0.0
+        rss_peak, gpu_peak, next_gpu = 0.0, gpu_idle, w0
         while alive() and time.monotonic() - w0 < seconds - warm - 0.5:
             rss_peak = max(rss_peak, tree_rss_mb(sidecar.proc.pid))
+            if gpu_idle is not None and time.monotonic() >= next_gpu:  # nvidia-smi takes tens of ms
+                next_gpu = time.monotonic() + 2.0
+                gpu_peak = max(gpu_peak, tree_gpu_mb(sidecar.proc.pid) or 0.0)
             time.sleep(0.25)
         cpu1, me1, w1 = tree_cpu_seconds(sidecar.proc.pid), _proc_cpu_seconds(os.getpid()), time.monotonic()
         for th in threads:
@@ -295,7 +336,9 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         "server_rss_mb_idle": round(rss_idle, 1),
         "server_rss_mb_peak": round(rss_peak, 1),
         "rss_mb_per_session": round((rss_peak - rss_idle) / sessions, 1),
-        "gpu_mb_per_session": None,
+        "server_gpu_mb_idle": None if gpu_idle is None else round(gpu_idle, 1),
+        "server_gpu_mb_peak": None if gpu_peak is None else round(gpu_peak, 1),
+        "gpu_mb_per_session": None if gpu_idle is None else round((gpu_peak - gpu_idle) / sessions, 1),
         "client": "cpp" if loadgen is not None else "python",
     }
 
@@ -363,7 +406,8 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
                       f"| lat p50/p95/p99 {rt['latency_ms_p50']}/{rt['latency_ms_p95']}/{rt['latency_ms_p99']} ms "
                       f"| batch {rt['render_batch_mean']:.1f} | cpu {rt['server_cpu_cores']:.2f} "
                       f"| {rt['rss_mb_per_session']} MB/session "
-                      f"| ms/frame audio {st['audio']:.2f} motion {st['motion']:.2f} render {st['render']:.2f} "
+                      + (f"(GPU {rt['gpu_mb_per_session']}) " if rt.get("gpu_mb_per_session") is not None else "")
+                      + f"| ms/frame audio {st['audio']:.2f} motion {st['motion']:.2f} render {st['render']:.2f} "
                       f"encode {st['encode']:.2f} transport {st['transport']:.2f}"
                       f" | cpu ms/frame server {rt['cpu_ms_per_frame']['server_process']:.2f} "
                       f"workers {rt['cpu_ms_per_frame']['workers']:.2f} client {rt['cpu_ms_per_frame']['client']:.2f}"
@@ -389,7 +433,7 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
 
 def print_scaling_table(report: dict) -> None:
     print(f"\n| size | NPCs | frames/s (target) | p50 / p95 / p99 latency ms | mean batch | server cores | "
-          f"CPU ms/frame: server / workers / bench client | MB/session | share of bare renderer |")
+          f"CPU ms/frame: server / workers / bench client | MB/session host (GPU) | share of bare renderer |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in report["rows"]:
         share = f"{r['share_of_bare'] * 100:.0f}%" if r.get("share_of_bare") else "-"
@@ -397,7 +441,9 @@ def print_scaling_table(report: dict) -> None:
         split = " / ".join(f"{cm[k]:.2f}" for k in ("server_process", "workers", "client")) if cm else "-"
         print(f"| {r['size']} | {r['sessions']} | {r['aggregate_fps']} ({r['target_fps']}) | "
               f"{r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['render_batch_mean']} | "
-              f"{r['server_cpu_cores']} | {split} | {r['rss_mb_per_session']} | {share} |")
+              f"{r['server_cpu_cores']} | {split} | {r['rss_mb_per_session']}"
+              + (f" ({r['gpu_mb_per_session']})" if r.get("gpu_mb_per_session") is not None else "")
+              + f" | {share} |")
 
 
 def plot_scaling(report: dict, path: Path) -> None:
@@ -469,6 +515,9 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
           f"benchmark client {cm['client']}")
     print(f"  server memory       {rt['server_rss_mb_idle']} MB idle, {rt['server_rss_mb_peak']} MB peak, "
           f"{rt['rss_mb_per_session']} MB per session")
+    if rt["gpu_mb_per_session"] is not None:
+        print(f"  GPU memory          {rt['server_gpu_mb_idle']} MB idle, {rt['server_gpu_mb_peak']} MB peak, "
+              f"{rt['gpu_mb_per_session']} MB per session")
     report = {**_machine(), "stages": stages, "realtime": rt}
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

@@ -184,3 +184,21 @@ def test_admission_control_refuses_beyond_capacity_and_pause_frees_it(small_serv
         a.cancel()
         b.cancel()
         client.close()
+
+
+def test_gpu_memory_of_the_server_tree_from_nvidia_smi(tmp_path, monkeypatch):
+    """The benchmark's GPU memory per session: nvidia-smi's compute apps of the server's process tree
+    (here a stand-in nvidia-smi script, since this machine has no GPU); none at all without it."""
+    import os
+
+    from lpm_npc import bench
+
+    assert bench.parse_compute_apps("1234, 812\n1234, 100\n[N/A], [N/A]\nbad\n99, 5\n") == {1234: 912.0, 99: 5.0}
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert bench.tree_gpu_mb(os.getpid()) is None  # no nvidia-smi: no GPU figures, no error
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\necho '{os.getpid()}, 812'\necho '4000000, 300'\n")
+    smi.chmod(0o755)
+    assert bench.tree_gpu_mb(os.getpid()) == 812.0   # only our tree's processes
+    smi.write_text("#!/bin/sh\necho '4000000, 300'\necho '4000001, 20'\n")
+    assert bench.tree_gpu_mb(os.getpid()) == 320.0   # PIDs from another namespace: the whole GPU
