@@ -503,3 +503,28 @@ def test_a_line_right_after_its_direction_is_not_held_up(client, npc_speech, mon
     names = list(first.started.rig_channel_names)
     mean = {n: float(np.mean([r.weights[names.index(n)] for r in late])) for n in ("frown", "brow_inner_up")}
     assert mean["frown"] > 0.5 and mean["brow_inner_up"] > 0.5, mean  # SAD, set after the smiling direction
+
+
+def test_a_directed_state_that_fails_leaves_the_stream_reading(client, monkeypatch):
+    """An unexpected failure while applying a directed state is a non-fatal INTERNAL error; the reader
+    goes on (later messages still apply) and frames keep coming."""
+    from lpm_npc.runtime.session import PerformSession
+
+    real = PerformSession.set_dialogue_state
+
+    def flaky(self, *args, direction_result=..., **kw):
+        if direction_result is not ... and args and args[-1] == "trips the server":
+            raise RuntimeError("boom")
+        return real(self, *args, direction_result=direction_result, **kw)
+
+    monkeypatch.setattr(PerformSession, "set_dialogue_state", flaky)
+    with client.perform(width=64, fps=30, send_rig=True, rig_format="native") as stream:
+        first = collect(stream, max_frames=3)
+        stream.set_state(phase=Phase.LISTENING, direction="trips the server")
+        stream.set_state(phase=Phase.LISTENING, emotion=Emotion.SAD, intensity=1.0)  # after the failed one
+        got = collect(stream, seconds=1.5)
+    assert any(e.code == grpc.StatusCode.INTERNAL.value[0] and not e.fatal and "boom" in e.message
+               for e in got.errors), [e.message for e in got.errors]
+    assert len(got.frames) > 30
+    names = list(first.started.rig_channel_names)
+    assert np.mean([r.weights[names.index("frown")] for r in got.rigs[-10:]]) > 0.5  # SAD still applied

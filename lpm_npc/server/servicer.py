@@ -214,6 +214,9 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             session.set_dialogue_state(*args, direction_result=result)
         except LpmError as exc:
             stream.error(exc)
+        except Exception as exc:  # noqa: BLE001 - the stream and its reader go on without this state
+            log.exception("session %s: applying a directed state failed", session.session_id)
+            stream.error(f"internal error applying the dialogue state: {exc}", grpc.StatusCode.INTERNAL)
 
     @staticmethod
     async def _state_settled(stream: _Stream) -> None:
