@@ -432,8 +432,8 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
 
 
 def print_scaling_table(report: dict) -> None:
-    print(f"\n| size | NPCs | frames/s (target) | p50 / p95 / p99 latency ms | mean batch | server cores | "
-          f"CPU ms/frame: server / workers / bench client | MB/session host (GPU) | share of bare renderer |")
+    print("\n| size | NPCs | frames/s (target) | p50 / p95 / p99 latency ms | mean batch | server cores | "
+          "CPU ms/frame: server / workers / bench client | MB/session host (GPU) | share of bare renderer |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in report["rows"]:
         share = f"{r['share_of_bare'] * 100:.0f}%" if r.get("share_of_bare") else "-"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import select
 import shutil
 import subprocess
 import tempfile
@@ -66,10 +67,11 @@ class LoadgenRun:
 
     def wait_started(self, timeout: float = 90.0) -> None:
         """Block until every session got SessionStarted (the loadgen's clock then starts)."""
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
         if line.strip() != "started":
             self.proc.kill()
-            raise RuntimeError(f"lpmnpc_loadgen did not start its sessions: {line!r}")
+            raise RuntimeError(f"lpmnpc_loadgen did not start its sessions within {timeout:.0f} s (is the server up?): {line!r}")
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -235,8 +235,8 @@ def test_bridge_sequence_drives_the_sidecar(bridge_plan, sidecar_client, server)
     # are left out of the count, but they may not be most of the run (a server that is always late fails).
     late_by = {f.index: arrivals[f.index] - (f.pts_us / 1e6 + marks["presentation_delay"]) for f in early}
     starved = _starved_windows(got.stats)
-    pts_of = {f.index: f.pts_us / 1e6 for f in early}
-    judged = {i: v for i, v in late_by.items() if not any(a <= pts_of[i] <= b for a, b in starved)}
+    t_of = {f.index: f.pts_us / 1e6 for f in early}
+    judged = {i: v for i, v in late_by.items() if not any(a <= t_of[i] <= b for a, b in starved)}
     assert len(judged) > 0.5 * len(late_by), (
         f"the server skipped frames (render late) over {1 - len(judged) / len(late_by):.0%} of the run: "
         f"{[(round(s.fps, 1), s.frames_dropped) for s in got.stats]}")
@@ -281,7 +281,6 @@ def test_bridge_sequence_drives_the_sidecar(bridge_plan, sidecar_client, server)
     # lips move with the line the bridge pushed, and are still while the NPC listens/thinks
     box = _mouth_box(server, 384)  # the in-process server has the same built-in character
     dark = {f.index: _darkness(_upright_rgba(f), box) for f in early}
-    t_of = {f.index: f.pts_us / 1e6 for f in early}
     speech = [v for i, v in dark.items() if marks["line1_start_s"] + 0.2 < t_of[i] < marks["line1_end_s"] - 0.2]
     quiet = [v for i, v in dark.items() if 0.2 < t_of[i] < marks["line1_start_s"] - 0.1]
     assert len(speech) > 30 and len(quiet) > 30

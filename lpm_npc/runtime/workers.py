@@ -565,10 +565,13 @@ class RemoteSession:
         self._flush_audio()
         self.worker.send(op, self.session_id, *args)
 
+    def _take_audio(self) -> list[tuple]:
+        chunks, self._audio, self._audio_bytes = self._audio, [], 0
+        return chunks
+
     def _flush_audio(self) -> None:
         if self._audio:
-            chunks, self._audio, self._audio_bytes = self._audio, [], 0
-            self.worker.send("audio_batch", self.session_id, chunks)
+            self.worker.send("audio_batch", self.session_id, self._take_audio())
 
     # -- inputs (one-way) -------------------------------------------------------------------------
     def push_audio(self, channel, pcm: bytes, sample_rate: int, num_channels: int = 1,
@@ -659,8 +662,7 @@ class RemoteSession:
         self._check()
         index = self.next_index
         self.next_index = index + 1
-        chunks, self._audio, self._audio_bytes = self._audio, [], 0
-        return self.session_id, index, chunks
+        return self.session_id, index, self._take_audio()
 
     def _render_future(self) -> Future:
         return self.worker.call("render", *self._next_request())

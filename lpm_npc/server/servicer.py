@@ -254,7 +254,6 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
         Stats go out every stats interval, also while paused: they double as the application
         heartbeat that keeps hour-long streams alive through proxies.
         """
-        loop = asyncio.get_running_loop()
         session, out = stream.session, stream.out
         lookahead = session.lookahead_s
         interval = session.options.stats_interval_ms / 1000.0
