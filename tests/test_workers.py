@@ -111,6 +111,7 @@ def test_worker_frames_equal_in_process_frames(wserver, npc_speech):
     rig = rt.store.get("default")
     local = PerformSession(opts, rig, rt._prepare("default", rig), rt.renderer, session_id=remote.session_id,
                            seed=11)
+    ring_before = remote.worker.ring._read if remote.worker.ring is not None else 0
     try:
         for s in (remote, local):
             s.set_dialogue_state(emotion=Emotion.HAPPY, intensity=0.7, transition_ms=0)
@@ -131,6 +132,10 @@ def test_worker_frames_equal_in_process_frames(wserver, npc_speech):
             b = np.frombuffer(fl.encoded.data, np.uint8).astype(int)
             worst = max(worst, int(np.abs(a - b).max()))
         assert worst <= 2
+        # the 96x96 RGBA pixels (36 KB) came through the worker's shared-memory ring, not its pipe,
+        # and the ring's file was removed once the worker had mapped it
+        ring = remote.worker.ring
+        assert ring is not None and ring._read - ring_before >= 36 * 96 * 96 * 4 and not os.path.exists(ring.path)
         assert remote.npc_audio_pending() == local.npc_audio_pending()
         state = remote.state_dict()
         assert state.keys() == local.state_dict().keys()

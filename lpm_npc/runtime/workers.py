@@ -12,7 +12,8 @@ gRPC do not survive fork):
 
 Ops: open (options, session_id, seed, resume_state), audio_batch, state, interrupt, output, pause,
 resume, skip, render (session_id, index, audio chunks that arrived since the last request) ->
-(RenderedFrame, audio_seq, npc_audio_pending),
+(RenderedFrame, audio_seq, npc_audio_pending) (the frame's pixels in the worker's `FrameRing`, shared
+memory, when they fit: the pipe then carries a `RingRef`),
 render_batch ([(req_id, session_id, index, chunks), ...]: one tick's requests, one message),
 state_dict, close -> state_dict, shutdown. Inputs are one-way (validated in the server process
 first, so a bad chunk still gets its non-fatal error at once); only open, render and close wait.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
@@ -44,6 +46,7 @@ from typing import Callable
 from ..config import OutputOptions, ServerConfig, SessionOptions
 from ..errors import AudioFormatError, InvalidInputError, LpmError
 from .clock import FrameClock
+from .frame_ring import MIN_RING_PAYLOAD, FrameRing, RingRef
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ def _recv(conn):
 # ------------------------------------------------------------------------------------------------
 # worker process
 # ------------------------------------------------------------------------------------------------
-def _worker_main(conn, config: ServerConfig, slot: int, log_level: int) -> None:
+def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tuple[str, int] | None = None) -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:  # Ctrl-C reaches the whole process group: the server drains and then stops us
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -82,7 +85,7 @@ def _worker_main(conn, config: ServerConfig, slot: int, log_level: int) -> None:
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    _Worker(conn, config).run()
+    _Worker(conn, config, ring).run()
     # Skip the interpreter's teardown (torch's takes seconds on a busy machine): nothing is left
     # to flush but the logs.
     logging.shutdown()
@@ -90,7 +93,7 @@ def _worker_main(conn, config: ServerConfig, slot: int, log_level: int) -> None:
 
 
 class _Worker:
-    def __init__(self, conn, config: ServerConfig):
+    def __init__(self, conn, config: ServerConfig, ring: tuple[str, int] | None = None):
         from ..character.store import CharacterStore
         from ..render.backends import make_renderer
         from .scheduler import FrameScheduler
@@ -106,6 +109,12 @@ class _Worker:
         self.sessions: dict = {}
         self.audio_seq: dict[str, int] = {}
         self._prepared: OrderedDict[str, object] = OrderedDict()
+        self.ring: FrameRing | None = None
+        if ring is not None:
+            try:
+                self.ring = FrameRing.attach(*ring)
+            except (OSError, ValueError) as exc:  # frames then travel through the pipe
+                log.warning("frame ring %s unavailable (%s); frames go through the pipe", ring[0], exc)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -183,9 +192,14 @@ class _Worker:
         self.scheduler.submit(session, done)
 
     def _send_replies(self) -> None:
-        """A batch's frame replies in one message (REPLIES), not one wake-up of the server each."""
+        """A batch's frame replies in one message (REPLIES), not one wake-up of the server each; their
+        pixels go through the frame ring when there is room."""
         with self._send_lock:
             replies, self._outbox = self._outbox, []
+        if self.ring is not None:
+            for _, ok, payload in replies:
+                if ok:
+                    self._to_ring(payload[0])
         if len(replies) > 1:
             try:
                 self._write(pickle.dumps((REPLIES, True, replies), protocol=pickle.HIGHEST_PROTOCOL))
@@ -194,6 +208,13 @@ class _Worker:
                 pass
         for reply in replies:
             self.send(reply)
+
+    def _to_ring(self, frame) -> None:
+        encoded = frame.encoded
+        if len(encoded.data) >= MIN_RING_PAYLOAD:
+            ref = self.ring.put(encoded.data)
+            if ref is not None:
+                frame.encoded = dataclasses.replace(encoded, data=ref)
 
     # -- ops --------------------------------------------------------------------------------------
     def op_open(self, options: SessionOptions, session_id: str, seed, resume_state) -> str:
@@ -271,8 +292,14 @@ class WorkerHandle:
         self.slot = slot
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
+        self.ring: FrameRing | None = None
+        try:
+            self.ring = FrameRing.create()
+        except (OSError, ValueError) as exc:
+            log.warning("no shared memory for worker %d's frames (%s); they go through its pipe", slot, exc)
         self.proc = ctx.Process(target=_worker_main, name=f"lpm-npc-worker-{slot}",
-                                args=(child, pool.config, slot, logging.getLogger().getEffectiveLevel()),
+                                args=(child, pool.config, slot, logging.getLogger().getEffectiveLevel(),
+                                      (self.ring.path, self.ring.capacity) if self.ring else None),
                                 daemon=True)
         self.proc.start()
         child.close()
@@ -384,11 +411,18 @@ class WorkerHandle:
                 continue
             if req_id == 0:
                 if payload and payload[0] == "ready":
+                    if self.ring is not None:
+                        self.ring.unlink()  # the worker has it mapped: nothing is left behind if we die
                     self.ready.set()
                 continue
             for req_id, ok, payload in (payload if req_id == REPLIES else ((req_id, ok, payload),)):
                 with self._lock:
                     fut = self._pending.pop(req_id, None)
+                if ok:
+                    try:
+                        self._from_ring(payload, fut is None or fut.done())
+                    except Exception as exc:  # noqa: BLE001 - that frame only
+                        ok, payload = False, RuntimeError(f"frame transfer from the worker failed: {exc}")
                 if fut is None or fut.done():
                     continue
                 if ok:
@@ -396,6 +430,19 @@ class WorkerHandle:
                 else:
                     fut.set_exception(payload)
         self._exited()
+
+    def _from_ring(self, payload, unwanted: bool) -> None:
+        """Put a frame reply's pixels back from the frame ring (or only free them, when nobody waits)."""
+        frame = payload[0] if isinstance(payload, tuple) and payload else None
+        ref = getattr(getattr(frame, "encoded", None), "data", None)
+        if not isinstance(ref, RingRef):
+            return
+        if self.ring is None:
+            raise RuntimeError("a frame came through a frame ring this server does not have")
+        if unwanted:
+            self.ring.release(ref)
+        else:
+            frame.encoded = dataclasses.replace(frame.encoded, data=self.ring.take(ref))
 
     def _exited(self) -> None:
         self.proc.join(timeout=5.0)
@@ -421,6 +468,8 @@ class WorkerHandle:
                 fut.set_exception(WorkerExitedError(reason))
         for s in list(self.sessions.values()):
             s._dead = reason
+        if self.ring is not None:
+            self.ring.close()
         self.ready.set()  # nobody waits for a dead worker
         if self.pool.closing:
             log.info("worker %d (pid %d) stopped", self.slot, self.pid)
