@@ -11,6 +11,7 @@ and gRPC C++: see unreal_bridge/Source/ThirdParty/LpmNpcCore/BUILDING.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import select
@@ -43,7 +44,9 @@ def build_loadgen(build_dir: Path | None = None, core_dir: Path = CORE_DIR) -> P
         raise LoadgenUnavailable(
             "building the native client needs " + ", ".join(missing) + ": apt-get install cmake g++ pkg-config "
             "libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc (or use --client python)")
-    build_dir = build_dir or Path(tempfile.gettempdir()) / "lpm-npc-loadgen-build"
+    # one build folder per checkout: CMake refuses a folder configured for another source tree
+    tag = hashlib.sha1(str(core_dir.resolve()).encode()).hexdigest()[:8]
+    build_dir = build_dir or Path(tempfile.gettempdir()) / f"lpm-npc-loadgen-build-{tag}"
     steps = (["cmake", "-S", str(core_dir), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
               "-DLPMNPC_BUILD_TESTS=OFF", "-DLPMNPC_BUILD_TOOLS=ON"],
              ["cmake", "--build", str(build_dir), "--target", BINARY, "-j", "2"])
