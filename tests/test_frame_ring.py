@@ -75,3 +75,26 @@ def test_a_second_process_writes_what_this_one_reads():
         proc.join(30)
         ring.close()
     assert proc.exitcode == 0
+
+
+def test_a_small_dev_shm_is_passed_over_and_a_full_disk_fails_at_once(monkeypatch, tmp_path):
+    import errno
+    import tempfile
+
+    from lpm_npc.runtime import frame_ring
+
+    class Tiny:  # Docker's default: 64 MB of /dev/shm for the whole container, most of it in use
+        f_bavail, f_frsize = 1000, 4096
+
+    monkeypatch.setattr(frame_ring.os, "statvfs", lambda path: Tiny())
+    assert frame_ring._shm_dir(16 << 20) == tempfile.gettempdir()
+
+    monkeypatch.setattr(frame_ring.tempfile, "gettempdir", lambda: str(tmp_path))
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(frame_ring.os, "posix_fallocate", full, raising=False)
+    with pytest.raises(OSError, match="No space"):
+        FrameRing.create(capacity=1 << 20)
+    assert list(tmp_path.iterdir()) == []   # nothing left behind; the worker's frames use its pipe

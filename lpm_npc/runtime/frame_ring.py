@@ -11,9 +11,11 @@ One producer (the worker) and one consumer (the server's reader thread for that 
     worker:  ref = ring.put(data)      (None when the ring is full: the bytes go inline as before)
     server:  data = ring.take(ref)     in pipe order; frees the space up to the end of `ref`
 
-The ring lives in a file in /dev/shm (a temporary directory where there is none) that the server
-creates and removes; the worker maps it by path. Nothing goes through multiprocessing's resource
-tracker, which would unlink the segment when the first of the two processes exits.
+The ring lives in a file in /dev/shm (the temporary directory where there is none, or where it is too
+small: Docker gives containers 64 MB) that the server creates, allocates up front (a full tmpfs then
+fails here, with a message, rather than killing the worker with SIGBUS on a write) and removes once
+the worker has mapped it. Nothing goes through multiprocessing's resource tracker, which would unlink
+the segment when the first of the two processes exits.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-RING_BYTES = 32 << 20      # per worker: 32 frames of 512x512 RGBA, 8 of the largest (1024x1024)
+RING_BYTES = 16 << 20      # per worker: 64 frames of 256x256 RGBA, 16 of 512x512, 4 of 1024x1024
 MIN_RING_PAYLOAD = 32768   # smaller payloads (JPEG frames) are cheap enough inline
 _HEADER = 64               # the consumer's read position (uint64) on a cache line of its own
 _POS = struct.Struct("<Q")
@@ -42,8 +44,14 @@ class RingRef:
     size: int
 
 
-def _shm_dir() -> str:
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+def _shm_dir(size: int) -> str:
+    try:
+        st = os.statvfs("/dev/shm")
+        if os.access("/dev/shm", os.W_OK) and st.f_bavail * st.f_frsize >= 4 * size:
+            return "/dev/shm"
+    except (OSError, AttributeError):  # no /dev/shm (macOS, Windows)
+        pass
+    return tempfile.gettempdir()
 
 
 class FrameRing:
@@ -62,12 +70,19 @@ class FrameRing:
     @classmethod
     def create(cls, capacity: int = RING_BYTES) -> "FrameRing":
         """Make a new ring (the server, once per worker)."""
-        fd, path = tempfile.mkstemp(prefix="lpm-npc-frames-", dir=_shm_dir())
+        size = _HEADER + capacity
+        fd, path = tempfile.mkstemp(prefix="lpm-npc-frames-", dir=_shm_dir(size))
         try:
-            os.ftruncate(fd, _HEADER + capacity)
-            mapping = mmap.mmap(fd, _HEADER + capacity)
-        finally:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)   # ENOSPC now, not SIGBUS on a later write
+            else:
+                os.ftruncate(fd, size)
+            mapping = mmap.mmap(fd, size)
+        except BaseException:
             os.close(fd)
+            Path(path).unlink(missing_ok=True)
+            raise
+        os.close(fd)
         ring = cls(path, capacity, mapping, owner=True)
         _POS.pack_into(ring._mm, 0, 0)
         return ring
@@ -91,12 +106,12 @@ class FrameRing:
                 pass
 
     def close(self) -> None:
-        self.unlink()
         try:
             self._view.release()
             self._mm.close()
         except (BufferError, ValueError):  # a view still exported: the mapping goes with the process
             pass
+        self.unlink()  # after unmapping: Windows cannot remove a mapped file
 
     # -- producer ---------------------------------------------------------------------------------
     def put(self, data) -> RingRef | None:
