@@ -76,6 +76,31 @@ def test_requests_of_one_tick_share_one_render_call(rig_and_prepared):
         sched.close()
 
 
+def test_submit_many_gives_a_worker_thread_all_of_a_tick_or_none(rig_and_prepared):
+    """Without coalescing, requests submitted one by one can be split over render calls; the
+    requests of a worker process's render_batch message go in together, so they never are."""
+    rt, rig, prepared = rig_and_prepared
+    sessions = _sessions(rt, rig, prepared, [(64, 64)] * 4)
+    sched = FrameScheduler(rt.renderer, workers=1, coalesce_s=0.0)
+    for tick in range(3):
+        got, done = [], threading.Event()
+
+        def cb(frame, error):
+            got.append((frame, error))
+            if len(got) == len(sessions):
+                done.set()
+
+        calls = sched.stats.calls
+        sched.submit_many([(s, cb) for s in sessions])
+        assert done.wait(60)
+        assert all(e is None for _, e in got)
+        assert sched.stats.calls == calls + 1 and {f.batch_size for f, _ in got} == {4}
+        assert {f.index for f, _ in got} == {tick}
+    sched.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        sched.submit_many([(sessions[0], cb)])
+
+
 def test_a_failing_session_does_not_take_the_batch_down(rig_and_prepared):
     rt, rig, prepared = rig_and_prepared
     good = _sessions(rt, rig, prepared, [(64, 64)] * 2)

@@ -86,6 +86,16 @@ class FrameScheduler:
             self._queue.append((session, callback))
             self._cond.notify()
 
+    def submit_many(self, requests: list[tuple[PerformSession, Callback]]) -> None:
+        """`submit` for several sessions at once: a worker thread sees all of them or none."""
+        if not requests:
+            return
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the frame scheduler is closed")
+            self._queue.extend(requests)
+            self._cond.notify()
+
     async def render(self, session: PerformSession) -> RenderedFrame:
         """The next frame of `session`, made together with the other sessions due now."""
         if getattr(session, "remote", False):  # a RemoteSession: its worker process batches it

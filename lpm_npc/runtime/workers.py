@@ -143,14 +143,18 @@ class _Worker:
                 break
             try:
                 if op == "render":
-                    self._render(req_id, *args)
+                    self.scheduler.submit(*self._render(req_id, *args))
                     continue
                 if op == "render_batch":   # one tick's requests of several sessions
+                    ready = []
                     for item in args[0]:
                         try:
-                            self._render(*item)
+                            ready.append(self._render(*item))
                         except BaseException as exc:  # noqa: BLE001 - that session only
                             self.send((item[0], False, _portable(exc)))
+                    # all at once, after every session's audio: the scheduler cannot start the
+                    # tick's batch with only some of them (a preempted reader split batches)
+                    self.scheduler.submit_many(ready)
                     continue
                 result = getattr(self, "op_" + op)(*args)
                 if req_id:
@@ -174,7 +178,8 @@ class _Worker:
             raise LpmError(f"session {sid} is not open on this worker")
         return session
 
-    def _render(self, req_id: int, sid: str, index: int, audio: list | None = None) -> None:
+    def _render(self, req_id: int, sid: str, index: int, audio: list | None = None) -> tuple:
+        """Take a render request's audio; (session, callback) to submit to the scheduler."""
         if audio:
             self.op_audio_batch(sid, audio)
         session = self._session(sid)
@@ -189,7 +194,7 @@ class _Worker:
             with self._send_lock:
                 self._outbox.append(reply)
 
-        self.scheduler.submit(session, done)
+        return session, done
 
     def _send_replies(self) -> None:
         """A batch's frame replies in one message (REPLIES), not one wake-up of the server each; their
