@@ -227,3 +227,11 @@ def test_gpu_memory_of_the_server_tree_from_nvidia_smi(tmp_path, monkeypatch):
     assert bench.tree_gpu_mb(os.getpid()) == 812.0   # only our tree's processes
     smi.write_text("#!/bin/sh\necho '4000000, 300'\necho '4000001, 20'\n")
     assert bench.tree_gpu_mb(os.getpid()) == 320.0   # PIDs from another namespace: the whole GPU
+
+
+def test_the_benchmark_prints_the_latency_bar_that_applies():
+    from lpm_npc.bench import _latency_bar
+
+    assert _latency_bar(1, 30) == "p95 <= 100 ms + lookahead 80 ms"
+    assert _latency_bar(8, 30) == "p95 <= one frame 33 ms + lookahead 80 ms = 113 ms"
+    assert _latency_bar(8, 15).endswith("= 147 ms")
