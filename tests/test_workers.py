@@ -155,6 +155,7 @@ def test_worker_does_not_import_mediapipe(wserver):
     assert "mediapipe" not in maps
 
 
+@pytest.mark.flaky(reruns=2, reruns_delay=2)   # real time: a VM that loses its CPU for seconds skips frames
 def test_mouth_moves_with_speech(wserver, wclient, npc_speech):
     samples, _ = npc_speech
     samples = samples[: 16000 * 2]
@@ -191,8 +192,9 @@ def test_controls_and_direction_through_the_proxy(wclient):
     assert EventType.INTERRUPTED in types
     assert EventType.PAUSED in types and EventType.RESUMED in types and EventType.OUTPUT_CHANGED in types
     assert {(f.width, f.height) for _, f in after.frames[-4:]} == {(96, 80)}
-    pts = [f.pts_us for _, f in after.frames[-5:]]
-    assert all(b - a == pytest.approx(1e6 / 15, abs=2) for a, b in zip(pts, pts[1:]))
+    last = [f for _, f in after.frames[-5:]]   # 15 fps per frame index (a starved machine may skip some)
+    assert all(b.pts_us - a.pts_us == pytest.approx((b.index - a.index) * 1e6 / 15, abs=2)
+               for a, b in zip(last, last[1:]))
     # the pause skipped the clock forward: pts keep growing across it
     assert paused.frames == [] or after.frames[0][1].pts_us > paused.frames[-1][1].pts_us
     assert not [e for e in got_dir.errors + paused.errors + after.errors if e.fatal]
