@@ -5,8 +5,8 @@ same core (or the Unity bridge's C#), so its client cost per frame is what a gam
 client's gRPC and GIL overhead (about 1 ms of CPU per 256x256 frame) otherwise takes a share of the
 very cores the benchmarked server needs.
 
-The binary is built on first use with CMake into the cache directory (needs cmake, a C++17 compiler
-and gRPC C++: see unreal_bridge/Source/ThirdParty/LpmNpcCore/BUILDING.md).
+The binary is built on first use with CMake into a folder of the temporary directory, one per checkout
+(needs cmake, a C++17 compiler and gRPC C++: see unreal_bridge/Source/ThirdParty/LpmNpcCore/BUILDING.md).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .audio.pcm import encode_pcm16
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ def start_loadgen(exe: Path, address: str, sessions: int, size: int, fps: int, s
                   speech_16k: np.ndarray, pixel_format: str = "rgba8") -> LoadgenRun:
     workdir = tempfile.TemporaryDirectory(prefix="lpm-npc-loadgen-")
     speech = Path(workdir.name) / "speech.s16"
-    (np.clip(speech_16k, -1.0, 1.0) * 32767.0).astype("<i2").tofile(speech)
+    speech.write_bytes(encode_pcm16(speech_16k))
     out = Path(workdir.name) / "result.json"
     proc = subprocess.Popen(
         [str(exe), "--address", address, "--sessions", str(sessions), "--size", str(size), "--fps", str(fps),

@@ -82,21 +82,23 @@ def test_submit_many_gives_a_worker_thread_all_of_a_tick_or_none(rig_and_prepare
     rt, rig, prepared = rig_and_prepared
     sessions = _sessions(rt, rig, prepared, [(64, 64)] * 4)
     sched = FrameScheduler(rt.renderer, workers=1, coalesce_s=0.0)
-    for tick in range(3):
-        got, done = [], threading.Event()
+    try:
+        for tick in range(3):
+            got, done = [], threading.Event()
 
-        def cb(frame, error):
-            got.append((frame, error))
-            if len(got) == len(sessions):
-                done.set()
+            def cb(frame, error):
+                got.append((frame, error))
+                if len(got) == len(sessions):
+                    done.set()
 
-        calls = sched.stats.calls
-        sched.submit_many([(s, cb) for s in sessions])
-        assert done.wait(60)
-        assert all(e is None for _, e in got)
-        assert sched.stats.calls == calls + 1 and {f.batch_size for f, _ in got} == {4}
-        assert {f.index for f, _ in got} == {tick}
-    sched.close()
+            calls = sched.stats.calls
+            sched.submit_many([(s, cb) for s in sessions])
+            assert done.wait(60)
+            assert all(e is None for _, e in got)
+            assert sched.stats.calls == calls + 1 and {f.batch_size for f, _ in got} == {4}
+            assert {f.index for f, _ in got} == {tick}
+    finally:
+        sched.close()
     with pytest.raises(RuntimeError, match="closed"):
         sched.submit_many([(sessions[0], cb)])
 
