@@ -11,7 +11,7 @@ import pytest
 from grpc_helpers import collect
 from lpm_npc.config import OutputOptions, ServerConfig, SessionOptions
 from lpm_npc.runtime.capacity import Capacity, FrameCost, measure_frame_cost
-from lpm_npc.runtime.scheduler import FrameScheduler, aligned_start
+from lpm_npc.runtime.scheduler import FrameScheduler, SchedulerClosedError, aligned_start
 from lpm_npc.runtime.session import PerformSession
 from lpm_npc.types import Emotion
 
@@ -99,7 +99,7 @@ def test_submit_many_gives_a_worker_thread_all_of_a_tick_or_none(rig_and_prepare
             assert {f.index for f, _ in got} == {tick}
     finally:
         sched.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(SchedulerClosedError, match="closed"):
         sched.submit_many([(sessions[0], cb)])
 
 
@@ -120,6 +120,39 @@ def test_a_failing_session_does_not_take_the_batch_down(rig_and_prepared):
         frames = [f for f, _ in results if f is not None]
         assert len(errors) == 1 and "broken" in str(errors[0])
         assert len(frames) == 2
+    finally:
+        sched.close()
+
+
+def test_a_failing_callback_or_batch_hook_leaves_the_frame_thread_running(rig_and_prepared):
+    """A frame thread that died on a bookkeeping error left every later request waiting forever."""
+    rt, rig, prepared = rig_and_prepared
+    sessions = _sessions(rt, rig, prepared, [(48, 48)] * 2)
+    hook_calls = []
+
+    def failing_hook():
+        hook_calls.append(1)
+        if len(hook_calls) == 1:
+            raise RuntimeError("batch hook failed")
+
+    sched = FrameScheduler(rt.renderer, workers=1, coalesce_s=0.0, on_batch_done=failing_hook)
+    try:
+        got, done = [], threading.Event()
+
+        def raising(frame, error):
+            raise RuntimeError("callback failed")
+
+        def cb(frame, error):
+            got.append((frame, error))
+            done.set()
+
+        sched.submit_many([(sessions[0], raising), (sessions[1], cb)])  # both fail once, after the frames
+        assert done.wait(60) and got[0][1] is None
+        got.clear()
+        done.clear()
+        sched.submit(sessions[0], cb)
+        assert done.wait(60), "the frame thread died"
+        assert got[0][1] is None and got[0][0].index == 1 and len(hook_calls) == 2
     finally:
         sched.close()
 

@@ -533,3 +533,46 @@ def test_a_directed_state_that_fails_leaves_the_stream_reading(client, monkeypat
     assert len(got.frames) > 30
     names = list(first.started.rig_channel_names)
     assert np.mean([r.weights[names.index("frown")] for r in got.rigs[-10:]]) > 0.5  # SAD still applied
+
+
+def test_server_stop_ends_a_live_stream_without_a_render_error(cache_dir, caplog):
+    """Stopping mid-stream: the client hears SERVER_DRAINING, the stream ends, and the server logs
+    no render failure (its pump met the closed scheduler before: 'render failed' with a traceback)."""
+    import logging
+
+    from lpm_npc.client import NpcClient
+    from lpm_npc.config import ServerConfig
+    from lpm_npc.server.app import BackgroundServer
+
+    srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, max_sessions=2, drain_seconds=0.3)).start()
+    client = None
+    try:
+        srv.runtime.store.ensure_default()
+        client = NpcClient(srv.address)
+        client.wait_ready(30)
+        stream = client.perform(width=32, fps=30)
+        assert len(collect(stream, max_frames=3).frames) == 3
+        caplog.set_level(logging.INFO)
+        srv.stop(grace_s=0.3)
+        srv = None
+        rest = collect_until_end(stream)
+    finally:
+        if srv is not None:
+            srv.stop(grace_s=0.3)
+        if client is not None:
+            client.close()
+    assert EventType.SERVER_DRAINING in [EVENT_FROM_PB[e.type] for e in rest]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors
+
+
+def collect_until_end(stream) -> list:
+    """The events left on a stream the server is ending (it may end with UNAVAILABLE/CANCELLED)."""
+    events = []
+    try:
+        for msg in stream:
+            if msg.WhichOneof("msg") == "event":
+                events.append(msg.event)
+    except grpc.RpcError:
+        pass
+    return events

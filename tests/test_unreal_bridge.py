@@ -191,7 +191,9 @@ def test_native_loadgen_streams_speech_and_reports(core_tests, server):
     assert len(report["sessions"]) == 2
     for s in report["sessions"]:
         assert not s["error"]
-        assert 20 < s["fps"] < 40, s["fps"]
+        # Paced by the session clock: never faster than 30 fps. A starved CI machine skips frames
+        # (CI once saw every try under 20 fps), so the floor only says frames kept coming.
+        assert 2 < s["fps"] < 40, s["fps"]
         # the server's Stats arrive once a second: audio -> frame latency and the stage times
         assert s["lat_p95"] and all(0 < v < 1000 for v in s["lat_p95"])
         assert s["stages"]["render"] and s["batch"]

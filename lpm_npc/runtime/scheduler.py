@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import LpmError
 from .session import FrameWork, PerformSession, RenderedFrame
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ def aligned_start(fps: int, now: float | None = None) -> float:
     now = time.monotonic() if now is None else now
     interval = 1.0 / fps
     return _EPOCH + math.floor((now - _EPOCH) / interval + 1e-9) * interval
+
+
+class SchedulerClosedError(LpmError):
+    """The scheduler was closed (the server is shutting down): no more frames will be made."""
 
 
 @dataclass
@@ -82,7 +87,7 @@ class FrameScheduler:
         """Ask for `session`'s next frame; `callback(frame, error)` runs on a worker thread."""
         with self._cond:
             if self._closed:
-                raise RuntimeError("the frame scheduler is closed")
+                raise SchedulerClosedError("the frame scheduler is closed: the server is shutting down")
             self._queue.append((session, callback))
             self._cond.notify()
 
@@ -92,7 +97,7 @@ class FrameScheduler:
             return
         with self._cond:
             if self._closed:
-                raise RuntimeError("the frame scheduler is closed")
+                raise SchedulerClosedError("the frame scheduler is closed: the server is shutting down")
             self._queue.extend(requests)
             self._cond.notify()
 
@@ -165,7 +170,10 @@ class FrameScheduler:
                 self._idle -= 1
                 if self._queue:
                     self._cond.notify()
-            self._make(batch)
+            try:
+                self._make(batch)
+            except Exception:  # noqa: BLE001 - a dead frame thread would leave every session waiting
+                log.exception("frame scheduler: a batch of %d failed outside the render", len(batch))
 
     def _make(self, batch: list[tuple[PerformSession, Callback]]) -> None:
         t0 = time.perf_counter()
@@ -174,7 +182,7 @@ class FrameScheduler:
             try:
                 works.append((session, cb, session.begin_frame()))
             except BaseException as exc:  # noqa: BLE001 - reported to that session only
-                cb(None, exc)
+                _settle(cb, None, exc)
         t1 = time.perf_counter()
         rgbas: list[np.ndarray] | None = None
         render_error: BaseException | None = None
@@ -188,14 +196,14 @@ class FrameScheduler:
         per_frame = (t2 - t1) / max(1, n)
         for k, (session, cb, work) in enumerate(works):
             if render_error is not None or rgbas is None:
-                cb(None, render_error or RuntimeError("render failed"))
+                _settle(cb, None, render_error or RuntimeError("render failed"))
                 continue
             try:
                 frame = session.finish_frame(work, rgbas[k], per_frame, batch_size=n)
             except BaseException as exc:  # noqa: BLE001
-                cb(None, exc)
+                _settle(cb, None, exc)
                 continue
-            cb(frame, None)
+            _settle(cb, frame, None)
         if self.on_batch_done is not None:
             self.on_batch_done()
         t3 = time.perf_counter()
@@ -207,3 +215,10 @@ class FrameScheduler:
         st.stage_s["render"] += t2 - t1
         st.stage_s["encode"] += t3 - t2
 
+
+def _settle(cb: Callback, frame: RenderedFrame | None, error: BaseException | None) -> None:
+    """Hand a result to its requester; one requester's failing callback must not cost the others theirs."""
+    try:
+        cb(frame, error)
+    except Exception:  # noqa: BLE001
+        log.exception("frame scheduler: a frame callback failed")

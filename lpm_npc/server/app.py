@@ -58,6 +58,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         self.servicer.announce_drain()
         await self.server.stop(grace)
+        await self.servicer.stop_pumps()  # a pump still sleeping to its next frame must not render
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.runtime.close()
 

@@ -18,8 +18,9 @@ import grpc
 from ..errors import LpmError
 from ..performance.direction import interpret_or_none, validate_direction
 from ..runtime.runtime import Runtime
-from ..runtime.scheduler import aligned_start
+from ..runtime.scheduler import SchedulerClosedError, aligned_start
 from ..performance.arkit import ARKIT_NAMES, rig_frame_fields
+from ..runtime.workers import WorkerExitedError
 from ..runtime.session import RIG_CHANNEL_NAMES, PerformSession, StageTimes, rig_weights
 from ..types import EventType
 from ..v1 import lpm_npc_pb2 as pb
@@ -51,6 +52,7 @@ class _Stream:
         self.t0 = time.monotonic()  # wall time of pts 0, set by the pump
         self.last_pts_us = 0
         self.pending_state: asyncio.Future | None = None  # a directed state being interpreted
+        self.pump: asyncio.Task | None = None
 
     def error(self, exc: LpmError | str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT,
               fatal: bool = False) -> None:
@@ -106,7 +108,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             rig_channel_names=list(ARKIT_NAMES if options.rig_format == "arkit52" else RIG_CHANNEL_NAMES),
             server_version=self.runtime.info()["version"])))
         reader = asyncio.create_task(self._read(request_iterator, stream))
-        pump = asyncio.create_task(self._pump(stream))
+        pump = stream.pump = asyncio.create_task(self._pump(stream))
         try:
             while True:
                 item = await out.get()
@@ -309,6 +311,10 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if self.draining and isinstance(exc, (SchedulerClosedError, WorkerExitedError)):
+                # The server is going away and said so (SERVER_DRAINING): the stream just ends.
+                log.info("session %s: the stream ends with the server (%s)", session.session_id, exc)
+                return
             log.exception("session %s: render failed", session.session_id)
             stream.error(f"internal render error: {exc}", grpc.StatusCode.INTERNAL, fatal=True)
         finally:
@@ -387,6 +393,14 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
         for stream in list(self.streams):
             stream.event(EventType.SERVER_DRAINING, stream.session.next_pts(),
                          f"resume_token={stream.session.session_id}")
+
+    async def stop_pumps(self, timeout_s: float = 2.0) -> None:
+        """Stop making frames for the streams left after the drain (before the runtime closes)."""
+        pumps = [s.pump for s in list(self.streams) if s.pump is not None and not s.pump.done()]
+        for pump in pumps:
+            pump.cancel()
+        if pumps:
+            await asyncio.wait(pumps, timeout=timeout_s)
 
 
 def _info_pb(info) -> pb.CharacterInfo:

@@ -95,6 +95,15 @@ void Pump(lpmnpc::Session& s, std::chrono::milliseconds duration, Received* r, b
   }
 }
 
+// Pump for `duration`, then on until `r` holds `frames` frames (at most `max_wait` more). Checks that
+// a session goes on count frames, not a rate: a starved CI machine skips frames to keep its clock.
+void PumpForFrames(lpmnpc::Session& s, std::chrono::milliseconds duration, size_t frames, Received* r,
+                   std::chrono::milliseconds max_wait = 20000ms) {
+  Pump(s, duration, r);
+  const auto deadline = Clock::now() + max_wait;
+  while (r->frames.size() < frames && Clock::now() < deadline) Pump(s, 50ms, r);
+}
+
 // Timing checks need a window in which the server rendered every frame on its clock. A shared CI
 // machine can lose its CPU for seconds (hypervisor steal); the server then skips frames and reports
 // them in Stats.frames_dropped. Runs `measure` up to `attempts` times and returns whether one run
@@ -251,7 +260,7 @@ TEST(Session, InterruptFlushesSpeechAndReportsInterrupted) {
   stop = true;
   feeder.join();
   s.Interrupt();
-  Pump(s, 1500ms, &after);
+  PumpForFrames(s, 1500ms, 30, &after);
   EXPECT_TRUE(before.Has(EventType::NpcSpeechStarted));
   ASSERT_TRUE(after.Has(EventType::Interrupted));
   EXPECT_TRUE(after.Has(EventType::NpcSpeechEnded));
@@ -304,7 +313,7 @@ TEST(Session, OddLengthPcmIsANonFatalErrorAndTheStreamContinues) {
   Pump(s, 200ms, &warm);
   s.SendAudioBytes(lpmnpc::AudioChannel::Npc, std::string("\x01\x02\x03", 3), kRate);
   Received r;
-  Pump(s, 1000ms, &r);
+  PumpForFrames(s, 1000ms, 20, &r);
   ASSERT_FALSE(r.errors.empty());
   EXPECT_FALSE(r.errors[0].fatal);
   EXPECT_EQ(r.errors[0].code, lpmnpc::code::kInvalidArgument);
@@ -348,7 +357,7 @@ TEST(Session, ControlsPauseResumeAndLevelOfDetail) {
   Pump(s, 800ms, &paused);
   s.Resume();
   s.SetOutput(32, 32, 15);
-  Pump(s, 1200ms, &after);
+  PumpForFrames(s, 1200ms, 5, &after);
   EXPECT_TRUE(paused.Has(EventType::Paused));
   EXPECT_LE(paused.frames.size(), 4u);
   EXPECT_TRUE(after.Has(EventType::Resumed));
@@ -400,7 +409,7 @@ TEST(Reconnect, ServerGoingAwayReconnectsWithBackoffAndResumeToken) {
   const int64_t start_sample = s.ClockSamples(kRate) + kRate / 2;
   auto feeder = FeedLine(s, Speech(1.0), start_sample);
   Received after;
-  Pump(s, 2500ms, &after);
+  PumpForFrames(s, 2500ms, 20, &after);  // CI once got 19 frames in these 2.5 s
   feeder.join();
   ASSERT_GE(after.frames.size(), 20u);
   for (const auto& f : after.frames) {
