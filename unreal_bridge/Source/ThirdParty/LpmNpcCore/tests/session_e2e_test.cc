@@ -104,21 +104,58 @@ void PumpForFrames(lpmnpc::Session& s, std::chrono::milliseconds duration, size_
   while (r->frames.size() < frames && Clock::now() < deadline) Pump(s, 50ms, r);
 }
 
-// Timing checks need a window in which the server rendered every frame on its clock. A shared CI
-// machine can lose its CPU for seconds (hypervisor steal); the server then skips frames and reports
-// them in Stats.frames_dropped. Runs `measure` up to `attempts` times and returns whether one run
-// was clean: no server-side skip from its start until the Stats message after its end.
+// A shared CI machine can lose its CPU for seconds (hypervisor steal): nothing in the VM runs, and
+// the server falls behind its clock and skips frames. This thread sleeps 5 ms at a time and counts
+// the wake-ups that came more than 50 ms late: those mark the machine stalling, not the server.
+class StallMonitor {
+ public:
+  StallMonitor() : thread_([this] { Run(); }) {}
+  ~StallMonitor() {
+    stop_ = true;
+    thread_.join();
+  }
+  uint64_t Stalls() const { return stalls_.load(); }
+
+ private:
+  void Run() {
+    auto last = Clock::now();
+    while (!stop_) {
+      std::this_thread::sleep_for(5ms);
+      const auto now = Clock::now();
+      if (now - last > 55ms) ++stalls_;
+      last = now;
+    }
+  }
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> stalls_{0};
+  std::thread thread_;
+};
+
+enum class Window { kClean, kMachineStalled, kServerLate };
+
+// Timing checks need a window in which the server rendered every frame on its clock. Runs `measure`
+// up to `attempts` times: kClean when a run saw no server-side skip (from its start until the Stats
+// message after its end; the server reports skips in Stats.frames_dropped); kMachineStalled when
+// every run with skips also saw the machine stall (timing then says nothing about us); kServerLate
+// when the server skipped frames while the machine kept running: a failure.
 template <typename Measure>
-bool InAWindowTheServerKeptItsClock(lpmnpc::Session& s, Measure measure, int attempts = 5) {
+Window InAWindowTheServerKeptItsClock(lpmnpc::Session& s, Measure measure, int attempts = 5) {
+  StallMonitor machine;
+  bool server_late = false;
   for (int i = 0; i < attempts; ++i) {
     const uint64_t dropped0 = s.GetStats().frames_dropped;
+    const uint64_t stalls0 = machine.Stalls();
     measure();
     Received tail;
     Pump(s, 700ms, &tail);  // > the 500 ms stats interval: the next Stats message covers the window
-    if (s.GetStats().frames_dropped == dropped0) return true;
+    if (s.GetStats().frames_dropped == dropped0) return Window::kClean;
+    server_late = server_late || machine.Stalls() == stalls0;
   }
-  return false;
+  return server_late ? Window::kServerLate : Window::kMachineStalled;
 }
+
+constexpr const char* kServerLate =
+    "the server skipped frames in every window, and in some the machine kept running: it is too slow";
 
 // Push an NPC line the way a game pushes TTS: 100 ms chunks, each sent ~0.2 s before its time,
 // with explicit sample positions on the session clock (sample 0 = pts 0).
@@ -161,7 +198,7 @@ TEST(Session, ConfigureAndFramesAtRateWithMonotonicPts) {
   uint64_t received = 0;
   bool connected = false;
   std::vector<lpmnpc::Error> errors;
-  ASSERT_TRUE(InAWindowTheServerKeptItsClock(s, [&] {
+  const Window window = InAWindowTheServerKeptItsClock(s, [&] {
     r = Received();
     const uint64_t received0 = s.GetStats().frames_received;
     const auto t0 = Clock::now();
@@ -170,10 +207,16 @@ TEST(Session, ConfigureAndFramesAtRateWithMonotonicPts) {
     received = s.GetStats().frames_received - received0;
     connected = connected || r.Has(EventType::Connected);
     errors.insert(errors.end(), r.errors.begin(), r.errors.end());
-  })) << "the server skipped frames in every window: its machine did not get the CPU it needs";
-  ASSERT_GE(r.frames.size(), static_cast<size_t>(0.8 * 30 * 2.2));
-  const double rate = received / secs;
-  EXPECT_NEAR(rate, 30.0, 6.0);
+  });
+  ASSERT_NE(window, Window::kServerLate) << kServerLate;
+  ASSERT_FALSE(r.frames.empty());
+  if (window == Window::kClean) {
+    ASSERT_GE(r.frames.size(), static_cast<size_t>(0.8 * 30 * 2.2));
+    const double rate = received / secs;
+    EXPECT_NEAR(rate, 30.0, 6.0);
+  } else {
+    std::fprintf(stderr, "[   NOTE   ] frame rate not judged: the machine stalled in every window\n");
+  }
   for (size_t i = 0; i < r.frames.size(); ++i) {
     const auto& f = r.frames[i];
     if (i) {
@@ -204,7 +247,7 @@ TEST(Session, PlayheadPicksTheDueFrame) {
   ASSERT_TRUE(s.WaitStarted(60000)) << s.LastError().message;
   std::vector<int64_t> behind;  // playhead - pts of the frame shown
   lpmnpc::Frame f;
-  ASSERT_TRUE(InAWindowTheServerKeptItsClock(s, [&] {
+  const Window window = InAWindowTheServerKeptItsClock(s, [&] {
     behind.clear();
     const auto end = Clock::now() + 2000ms;
     while (Clock::now() < end) {
@@ -215,7 +258,13 @@ TEST(Session, PlayheadPicksTheDueFrame) {
       }
       std::this_thread::sleep_for(4ms);
     }
-  })) << "the server skipped frames in every window: its machine did not get the CPU it needs";
+  });
+  ASSERT_NE(window, Window::kServerLate) << kServerLate;
+  if (window == Window::kMachineStalled) {
+    std::fprintf(stderr, "[   NOTE   ] playhead timing not judged: the machine stalled in every window\n");
+    ASSERT_FALSE(behind.empty());
+    return;
+  }
   ASSERT_GE(behind.size(), 40u);
   std::sort(behind.begin(), behind.end());
   // The shown frame is the newest due one: within one frame period (+ poll slack) of the playhead.
