@@ -513,7 +513,11 @@ def test_a_line_right_after_its_direction_is_not_held_up(client, npc_speech, mon
     types = [EVENT_FROM_PB[e.type] for e in got.events]
     assert EventType.AUDIO_LATE not in types, [e.detail for e in got.events]
     started = [e.pts_us / 1e6 for e in got.events if EVENT_FROM_PB[e.type] is EventType.NPC_SPEECH_STARTED]
-    assert started and abs(started[0] - start_s) < 0.05
+    assert started and started[0] > start_s - 0.05
+    # the line starts on the first frame sent from its start on (a starved VM makes the server skip
+    # frames, and the event comes with the next one it makes): no frame went out without it
+    shown_without = [f.pts_us / 1e6 for _, f in got.frames if start_s + 0.04 < f.pts_us / 1e6 < started[0] - 1e-3]
+    assert not shown_without, (start_s, started[0], shown_without)
     # the direction still applied, ~1 s later, and the SAD state after it was not lost or reordered
     assert len(got.directions) == 1 and got.directions[0].pts_us / 1e6 > start_s + 0.3
     assert EventType.DIRECTION_APPLIED in types
