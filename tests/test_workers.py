@@ -290,3 +290,36 @@ def test_audio_rides_with_the_next_render_request_and_keeps_its_order():
     assert w.sent[-1][0] == "audio_batch" and [c[0] for c in w.sent[-1][2]] == [5]
     with pytest.raises(Exception):
         s.push_audio(AudioChannel.NPC, b"\x00", 16000)  # an odd byte count is refused at once
+
+
+def test_a_reply_to_a_request_cancelled_meanwhile_does_not_stop_the_reader():
+    """A client that goes away cancels its render future; if that lands between the reader's done()
+    check and set_result, the reader thread died (InvalidStateError) and every session on the worker
+    waited forever."""
+    import multiprocessing as mp
+    from concurrent.futures import Future
+
+    from lpm_npc.runtime.workers import REPLIES, WorkerHandle, _send
+
+    class CancelledMeanwhile(Future):  # cancelled after the reader asked whether it was done
+        def done(self):
+            return False
+
+    parent, child = mp.Pipe(duplex=True)
+    h = object.__new__(WorkerHandle)   # only the reader: no process behind this pipe
+    h.slot, h.conn, h.ring, h.ready, h._lock = 0, parent, None, threading.Event(), threading.Lock()
+    exited = threading.Event()
+    h._exited = exited.set
+    lost, later = CancelledMeanwhile(), Future()
+    assert lost.cancel()
+    h._pending = {1: lost, 2: later}
+    reader = threading.Thread(target=h._read, daemon=True)
+    reader.start()
+    try:
+        _send(child, (REPLIES, True, [(1, True, "frame 1"), (2, True, "frame 2")]))
+        assert later.result(timeout=10) == "frame 2"
+        assert reader.is_alive()
+    finally:
+        child.close()
+    assert exited.wait(10)  # the pipe closing still ends the reader the usual way
+    parent.close()

@@ -40,7 +40,7 @@ import signal
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Callable
 
 from ..config import OutputOptions, ServerConfig, SessionOptions
@@ -68,6 +68,18 @@ def _send(conn, msg) -> None:
 
 def _recv(conn):
     return pickle.loads(conn.recv_bytes())
+
+
+def _settle(fut: Future, ok: bool, payload) -> None:
+    """Give a reply to its Future. A client that goes away cancels its Future, which can happen
+    between a done() check and here: that must not raise in (and end) the reader thread."""
+    try:
+        if ok:
+            fut.set_result(payload)
+        else:
+            fut.set_exception(payload)
+    except InvalidStateError:
+        pass
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,7 +361,7 @@ class WorkerHandle:
             with self._lock:
                 self._pending.pop(req_id, None)
             if not fut.done():
-                fut.set_exception(WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
+                _settle(fut, False, WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
         return fut
 
     def send(self, op: str, *args) -> None:
@@ -396,7 +408,7 @@ class WorkerHandle:
                 futs = [self._pending.pop(item[0], None) for item in items]
             for fut in futs:
                 if fut is not None and not fut.done():
-                    fut.set_exception(WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
+                    _settle(fut, False, WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
             raise
 
     @property
@@ -430,10 +442,7 @@ class WorkerHandle:
                         ok, payload = False, RuntimeError(f"frame transfer from the worker failed: {exc}")
                 if fut is None or fut.done():
                     continue
-                if ok:
-                    fut.set_result(payload)
-                else:
-                    fut.set_exception(payload)
+                _settle(fut, ok, payload)
         self._exited()
 
     def _from_ring(self, payload, unwanted: bool) -> None:
@@ -469,8 +478,7 @@ class WorkerHandle:
             self.exit_reason = reason
             pending, self._pending = self._pending, {}
         for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(WorkerExitedError(reason))
+            _settle(fut, False, WorkerExitedError(reason))
         for s in list(self.sessions.values()):
             s._dead = reason
         if self.ring is not None:
