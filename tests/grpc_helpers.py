@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
 
 from lpm_npc.audio.pcm import encode_pcm16
@@ -52,6 +53,18 @@ def collect(stream, seconds: float | None = None, max_frames: int | None = None,
         if max_frames is not None and len(out.frames) >= max_frames:
             break
     return out
+
+
+def collect_until_end(stream) -> list:
+    """The events left on a stream the server is ending (it may end with UNAVAILABLE/CANCELLED)."""
+    events = []
+    try:
+        for msg in stream:
+            if msg.WhichOneof("msg") == "event":
+                events.append(msg.event)
+    except grpc.RpcError:
+        pass
+    return events
 
 
 def feed_realtime(stream, channel: AudioChannel, samples: np.ndarray, rate: int = 16000,

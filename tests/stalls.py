@@ -50,4 +50,4 @@ class StallMonitor:
         return any(a <= t1 + margin_s and b >= t0 - margin_s for a, b in self.stalls)
 
     def summary(self) -> str:
-        return f"{len(self.stalls)} machine stalls over {STALL_S * 1e3:.0f} ms, {self.stalled_s:.1f} s in all"
+        return f"{len(self.stalls)} machine stalls over {self.stall_s * 1e3:.0f} ms, {self.stalled_s:.1f} s in all"

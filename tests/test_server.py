@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
-from grpc_helpers import collect, feed_realtime
+from grpc_helpers import collect, collect_until_end, feed_realtime
 from stalls import StallMonitor
 from lpm_npc.encode import decode_frame
 from lpm_npc.server.convert import EVENT_FROM_PB, PIXEL_FORMAT_FROM_PB
@@ -586,14 +586,3 @@ def test_server_stop_ends_a_live_stream_without_a_render_error(cache_dir, caplog
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors
 
-
-def collect_until_end(stream) -> list:
-    """The events left on a stream the server is ending (it may end with UNAVAILABLE/CANCELLED)."""
-    events = []
-    try:
-        for msg in stream:
-            if msg.WhichOneof("msg") == "event":
-                events.append(msg.event)
-    except grpc.RpcError:
-        pass
-    return events

@@ -245,9 +245,9 @@ def test_bridge_sequence_drives_the_sidecar(bridge_plan, sidecar_client, server)
         warnings.warn(f"timing not judged: the machine stalled over {1 - len(judged) / len(late_by):.0%} of the "
                       f"run ({machine.summary()})")
         judged = {}
-    in_time = [v <= 0.02 for v in judged.values()] or [True]
+    in_time = [v <= 0.02 for v in judged.values()]
     late = {k: round(v * 1000) for k, v in judged.items() if v > 0.02}
-    assert np.mean(in_time) > 0.9, (
+    assert not judged or np.mean(in_time) > 0.9, (
         f"only {np.mean(in_time):.0%} of frames arrived before their presentation time; late (index: ms): "
         f"{dict(list(late.items())[:40])}; server stats: {[(round(s.fps, 1), s.frames_dropped) for s in got.stats]}"
         f"; {machine.summary()}")

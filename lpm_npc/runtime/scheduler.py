@@ -182,7 +182,7 @@ class FrameScheduler:
             try:
                 works.append((session, cb, session.begin_frame()))
             except BaseException as exc:  # noqa: BLE001 - reported to that session only
-                _settle(cb, None, exc)
+                _deliver(cb, None, exc)
         t1 = time.perf_counter()
         rgbas: list[np.ndarray] | None = None
         render_error: BaseException | None = None
@@ -196,14 +196,14 @@ class FrameScheduler:
         per_frame = (t2 - t1) / max(1, n)
         for k, (session, cb, work) in enumerate(works):
             if render_error is not None or rgbas is None:
-                _settle(cb, None, render_error or RuntimeError("render failed"))
+                _deliver(cb, None, render_error or RuntimeError("render failed"))
                 continue
             try:
                 frame = session.finish_frame(work, rgbas[k], per_frame, batch_size=n)
             except BaseException as exc:  # noqa: BLE001
-                _settle(cb, None, exc)
+                _deliver(cb, None, exc)
                 continue
-            _settle(cb, frame, None)
+            _deliver(cb, frame, None)
         if self.on_batch_done is not None:
             self.on_batch_done()
         t3 = time.perf_counter()
@@ -216,7 +216,7 @@ class FrameScheduler:
         st.stage_s["encode"] += t3 - t2
 
 
-def _settle(cb: Callback, frame: RenderedFrame | None, error: BaseException | None) -> None:
+def _deliver(cb: Callback, frame: RenderedFrame | None, error: BaseException | None) -> None:
     """Hand a result to its requester; one requester's failing callback must not cost the others theirs."""
     try:
         cb(frame, error)

@@ -360,8 +360,7 @@ class WorkerHandle:
         except (OSError, ValueError) as exc:
             with self._lock:
                 self._pending.pop(req_id, None)
-            if not fut.done():
-                _settle(fut, False, WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
+            _settle(fut, False, WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
         return fut
 
     def send(self, op: str, *args) -> None:
@@ -407,7 +406,7 @@ class WorkerHandle:
             with self._lock:
                 futs = [self._pending.pop(item[0], None) for item in items]
             for fut in futs:
-                if fut is not None and not fut.done():
+                if fut is not None:
                     _settle(fut, False, WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
             raise
 
