@@ -178,6 +178,12 @@ def _starved_windows(stats, margin_s: float = 0.5) -> list[tuple[float, float]]:
     return out
 
 
+def _on_time(t: float, lo: float, hi: float, frames) -> bool:
+    """An event (media time t) within [lo, hi], or later only because the server skipped every frame
+    from hi on (a starved machine: events come with the next frame made), so none went out without it."""
+    return lo < t < hi or (t >= hi and not any(hi < f.pts_us / 1e6 < t - 1e-3 for f in frames))
+
+
 @pytest.fixture(scope="module")
 def sidecar_client(cache_dir):
     """`lpm-npc serve` in its own process, as the bridge meets it: the test's frame reading and audio
@@ -226,7 +232,9 @@ def test_bridge_sequence_drives_the_sidecar(bridge_plan, sidecar_client, server)
     frames = [f for _, f in got.frames]
     set_output_s = marks["set_output"] - marks["presentation_delay"]
     early = [f for f in frames if f.pts_us / 1e6 < set_output_s - 0.2]
-    assert len(early) > 0.4 * 30 * (set_output_s - 0.2), len(early)  # a starved VM makes the server skip some
+    # ~330 frames; a machine that stalled makes the server skip frames to keep its clock: then only
+    # enough of them to check are asked for
+    assert len(early) > (30 if machine.stalled_s > 1.0 else 200), (len(early), machine.summary())
     for f in early:
         assert (f.width, f.height, f.stride, f.format, f.flip_y) == (384, 384, 384 * 4, pb.PIXEL_FORMAT_RGBA8, True)
         assert len(f.data) == 384 * 384 * 4
@@ -262,12 +270,12 @@ def test_bridge_sequence_drives_the_sidecar(bridge_plan, sidecar_client, server)
         f"; the replay sent these late (planned s, s late): {replay.sent_late[:20]}")
     npc_started = [t for k, t, _ in ev if k is EventType.NPC_SPEECH_STARTED]
     assert len(npc_started) >= 2
-    assert abs(npc_started[0] - marks["line1_start_s"]) < 0.15
-    assert abs(npc_started[1] - marks["line2_start_s"]) < 0.15
+    assert _on_time(npc_started[0], marks["line1_start_s"] - 0.15, marks["line1_start_s"] + 0.15, frames)
+    assert _on_time(npc_started[1], marks["line2_start_s"] - 0.15, marks["line2_start_s"] + 0.15, frames)
     ended = [t for k, t, _ in ev if k is EventType.NPC_SPEECH_ENDED]
-    assert ended and marks["line1_end_s"] - 0.5 < ended[0] < marks["line1_end_s"] + 0.3
+    assert ended and _on_time(ended[0], marks["line1_end_s"] - 0.5, marks["line1_end_s"] + 0.3, frames)
     player = [t for k, t, _ in ev if k is EventType.PLAYER_SPEECH_STARTED]
-    assert player and marks["ptt_down"] - 0.2 < player[0] < marks["player_speech_end"] + 0.5
+    assert player and _on_time(player[0], marks["ptt_down"] - 0.2, marks["player_speech_end"] + 0.5, frames)
     assert EventType.INTERRUPTED in types
     changed = [d for k, _, d in ev if k is EventType.OUTPUT_CHANGED]
     assert changed == ["256x256@15"]
