@@ -145,6 +145,20 @@ def test_interior_render(astro_refs_rig):
     assert lum(ref)[strip].mean() > 110
 
 
+def test_fused_interior_matches_the_torch_layer(astro_refs_rig):
+    """The CPU path's mouth kernel with a reference interior gives what the torch layer gives."""
+    fused, ref = renderer_mod.TorchRenderer(), renderer_mod.TorchRenderer()
+    ref.fused = False
+    pf, pr = fused.prepare(astro_refs_rig), ref.prepare(astro_refs_rig)
+    assert pf.mouth_interior is not None and fused._fused(pf)
+    S = astro_refs_rig.size
+    for w in (dict(jaw_open=0.7), dict(jaw_open=0.25, smile=0.6), dict(jaw_open=1.0, mouth_round=0.5)):
+        m = MotionFrame.from_dict(0.0, w).values[None]
+        a = fused.render(pf, m, S, S)[0].astype(np.int16)
+        b = ref.render(pr, m, S, S)[0].astype(np.int16)
+        assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.01, w
+
+
 def test_composite_anchors_texture_to_the_lips():
     """A half-white (upper) / half-black (lower) interior: white hangs from the upper lip, black stands on the lower."""
     tex = np.zeros((INTERIOR_ROWS, TABLE_SIZE, 3), np.uint8)

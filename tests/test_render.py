@@ -256,6 +256,44 @@ def test_torch_path_matches_cpu_path(rig):
         assert np.percentile(np.abs(a - b), 99.9) < 8  # fixed- vs float-point sub-pixel sampling at sharp edges
 
 
+def test_fused_cpu_kernels_match_the_torch_stages(rig):
+    """The CPU path's numba kernels (backward map, eye and mouth layers) give what the torch stages give.
+
+    The torch stages stay the reference (they serve CUDA and the ONNX export): one renderer runs the
+    kernels, the other the torch stages on the same cv2 warp, over motions that reach every branch
+    (blink and lid shadow, gaze, an open mouth with the lower-teeth hint, head turns) and several
+    sizes, down to one where the eye and mouth boxes run into the frame border.
+    """
+    import torch
+
+    from lpm_npc.render import cpu_kernels
+    from lpm_npc.render.renderer import NEWTON_STEPS, backward_core
+
+    assert cpu_kernels.AVAILABLE, "numba is a dependency: without it the CPU renderer is ~30 % slower"
+    fused, ref = TorchRenderer(), TorchRenderer()
+    ref.fused = False
+    pf, pr = fused.prepare(rig), ref.prepare(rig)
+    assert fused._fused(pf) and not ref._fused(pr)
+    ms = np.concatenate([motion(jaw_open=0.9, blink_l=0.6, blink_r=0.3, head_yaw=8.0, gaze_x=0.6, gaze_y=-0.4),
+                         motion(smile=0.8, jaw_open=0.4, mouth_round=0.3, head_pitch=-6.0, head_roll=5.0),
+                         motion(blink_l=1.0, blink_r=1.0, squint=0.5, frown=0.5, jaw_open=0.2, gaze_x=-0.3),
+                         motion(lips_press=1.0, head_yaw=-4.0)])
+    # the backward map on the full coarse grid, points of a turned head included
+    m = torch.from_numpy(ms)
+    _, _, pos = fused._geometry(pf, m)
+    cell = (pf.size - 1) / (pf.grid_size - 1)
+    want = backward_core(pos, pf.rest[:, :2], pf.grid_vertex, pf.grid_bary, pf.base_grid_cf, cell)
+    got = cpu_kernels.backward_map(pos.numpy(), pf.rest_np, pf.grid_vertex.numpy(), pf.grid_bary.numpy(),
+                                   pf.base_grid_cf[0].numpy(), cell, NEWTON_STEPS)
+    assert float((want - torch.from_numpy(got)).abs().max()) < 0.01  # crop px
+    # whole frames
+    for w, h, alpha in ((256, 256, False), (320, 180, True), (40, 40, False)):
+        a = fused.render(pf, ms, w, h, alpha_matte=alpha).astype(np.int16)
+        b = ref.render(pr, ms, w, h, alpha_matte=alpha).astype(np.int16)
+        d = np.abs(a - b)
+        assert d.max() <= 2 and d.mean() < 0.01, (w, h, d.max(), d.mean())
+
+
 @pytest.mark.parametrize("w", [dict(smile=0.9, squint=0.3, jaw_open=0.5),
                                dict(brow_inner_up=0.7, eye_wide=0.7, mouth_spread=0.4, jaw_open=0.6)])
 def test_open_mouth_tapers_and_keeps_lower_lip(renderer, prepared, rig, w):

@@ -43,6 +43,7 @@ from lpm_npc.performance.motion import (
     NUM_CHANNELS,
     clip_motion,
 )
+from lpm_npc.render import cpu_kernels
 from lpm_npc.render.eyes import (
     build_eye_textures,
     composite_eyes,
@@ -410,6 +411,8 @@ class TorchRenderer:
         # compute the coarse backward map only where the mesh moves (a host decision: CPU only, where
         # reading the moving box costs nothing; on a GPU the full grid is cheaper than a sync)
         self.subgrid = self.device.type == "cpu"
+        # CPU cv2 path: the backward map and the eye / mouth layers as fused numba kernels (cpu_kernels)
+        self.fused = cpu_kernels.AVAILABLE
 
     # The CPU path warps with cv2.remap on a uint8 texture; the torch path (grid_sample) serves CUDA and
     # can be forced on CPU (tests compare the two).
@@ -420,6 +423,8 @@ class TorchRenderer:
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, rig: CharacterRig) -> PreparedRig:
+        if self.fused and self.device.type == "cpu" and self.cpu_remap:
+            cpu_kernels.warm_up()  # compiled (or loaded from numba's cache) before the first frame, not during it
         g = rig.geometry
         dev = self.device
         S = rig.size
@@ -581,6 +586,8 @@ class TorchRenderer:
         cell = (p.size - 1) / (G - 1)
         y0, y1, x0, x1 = grid_box
         pos = ctx
+        if self._fused(p):
+            return self._backward_fused(p, pos, grid_box, cell)
         if not self.subgrid or (y1 - y0) * (x1 - x0) > 0.85 * G * G:
             return backward_core(pos, p.rest[:, :2], p.grid_vertex, p.grid_bary, base, cell)
         sub = backward_core(pos, p.rest[:, :2], p.grid_vertex[:, y0:y1, x0:x1], p.grid_bary[:, y0:y1, x0:x1],
@@ -588,6 +595,25 @@ class TorchRenderer:
         x = base.repeat(B, 1, 1, 1)
         x[:, :, y0:y1, x0:x1] = sub
         return x
+
+    def _fused(self, p: PreparedRig) -> bool:
+        """Whether this call's per-point / per-pixel stages run as the fused numba kernels (CPU cv2 path)."""
+        return self.fused and self._cv2_path(p)
+
+    def _backward_fused(self, p: PreparedRig, pos: torch.Tensor, grid_box: tuple[int, int, int, int],
+                        cell: float) -> torch.Tensor:
+        """`backward_core` on the moving subgrid as one numba kernel; the identity elsewhere."""
+        y0, y1, x0, x1 = grid_box
+        base = p.base_grid_cf[0].numpy()   # views of the (CPU) tensors
+        sub = cpu_kernels.backward_map(
+            pos.numpy(), p.rest_np, np.ascontiguousarray(p.grid_vertex.numpy()[:, y0:y1, x0:x1]),
+            np.ascontiguousarray(p.grid_bary.numpy()[:, y0:y1, x0:x1]), np.ascontiguousarray(base[:, y0:y1, x0:x1]),
+            float(cell), NEWTON_STEPS)
+        B = sub.shape[0]
+        x = np.empty((B,) + base.shape, np.float32)
+        x[:] = base
+        x[:, :, y0:y1, x0:x1] = sub
+        return torch.from_numpy(x)
 
     def _sample(self, p: PreparedRig, x: torch.Tensor, N: int, width: int, height: int,
                 region: tuple[int, int, int, int], alpha: bool) -> torch.Tensor:
@@ -704,6 +730,9 @@ class TorchRenderer:
         boxes = [pl.box for pl in (eye_plan, mouth_plan) if pl is not None]
         if not boxes:
             return frames
+        if self._fused(p):
+            self._layers_fused(p, frames, eye_plan, mouth_plan)
+            return frames
         lx0 = max(rx0, min(b[0] for b in boxes))
         ly0 = max(ry0, min(b[1] for b in boxes))
         lx1 = min(rx1, max(b[2] for b in boxes))
@@ -723,6 +752,23 @@ class TorchRenderer:
             planes = [cv2.convertScaleAbs(r[b, c]) for c in range(3)]
             sub[b] = cv2.merge(planes + [np.ascontiguousarray(sub[b, :, :, 3])])
         return frames
+
+    def _layers_fused(self, p: PreparedRig, frames: np.ndarray, eye_plan, mouth_plan) -> None:
+        """The eye and mouth layers as numba kernels, straight on the uint8 frames (no float canvas)."""
+        # views of the device (= host) tensors, no copies; taken per call, as a PreparedRig copied with
+        # dataclasses.replace (another interior, say) shares the `host` dict with the original
+        if eye_plan is not None:
+            (w, hh) = eye_plan.size
+            cpu_kernels.eye_layer(frames, np.asarray(eye_plan.origins, np.int64), int(w), int(hh), eye_plan.affine,
+                                  np.ascontiguousarray(eye_plan.table[:, :, 0]), eye_plan.gate, bool(eye_plan.blinking),
+                                  eye_plan.eye_height, p.plate[0].numpy(), p.iris_rgba[0].numpy(), p.lid_colours.numpy())
+        if mouth_plan is not None:
+            mi = p.mouth_interior
+            itex, igap = (mi.texture[0].numpy(), mi.gap[0].numpy()) if mi is not None else _NO_INTERIOR
+            cpu_kernels.mouth_layer(frames, np.asarray(mouth_plan.box, np.int64), mouth_plan.affine,
+                                    np.ascontiguousarray(mouth_plan.table[:, :, 0]), p.colours.numpy(),
+                                    np.float32(mouth_plan.mouth_width), np.float32(mouth_plan.max_gap), mi is not None,
+                                    itex, igap)
 
     def _maps_cpu(self, p: PreparedRig, x: torch.Tensor, N: int, width: int, height: int, side: int,
                   region: tuple[int, int, int, int]) -> np.ndarray:
@@ -790,6 +836,9 @@ class TorchRenderer:
                 self._grids.clear()
             self._grids[key] = grid
         return grid
+
+
+_NO_INTERIOR = (np.zeros((3, 2, 2), np.float32), np.zeros((1, 1, 2), np.float32))  # the mouth kernel's unused inputs
 
 
 def _convert_np(frames: np.ndarray, bgra: bool, flip_y: bool) -> np.ndarray:

@@ -1,0 +1,464 @@
+"""Fused CPU kernels (numba) for the torch-cpu renderer's per-point and per-pixel stages.
+
+The torch versions of these stages (`renderer.backward_core`, `eyes.composite_eyes`,
+`mouth.composite_mouth`) stay the reference: they serve CUDA and the ONNX export, and the tests hold
+these kernels to them. On a CPU the torch versions are a few dozen tensor ops over small arrays, each a
+full pass through memory with its own dispatch cost; here each stage is one loop that keeps a point's
+or a pixel's intermediate values in registers. Same float32 arithmetic, same formulas, in the same
+order where it matters.
+
+The kernels are compiled on first use (about a second each) and cached on disk (numba's cache, next to
+this file or in NUMBA_CACHE_DIR); they release the GIL, so render threads run them side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+try:  # numba is a dependency; if it is missing or broken the renderer keeps its torch path
+    import numba
+    from numba import njit
+    AVAILABLE = os.environ.get("LPMNPC_NO_NUMBA", "") in ("", "0")
+except Exception as exc:  # pragma: no cover - depends on the install
+    log.warning("numba unavailable (%s): the CPU renderer uses its slower torch path", exc)
+    numba = None
+    AVAILABLE = False
+
+    def njit(*args, **kwargs):  # type: ignore[no-redef]
+        def wrap(fn):
+            return fn
+        return wrap(args[0]) if args and callable(args[0]) else wrap
+
+
+_JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
+
+
+@njit(inline="always", **dict(_JIT, fastmath=True))
+def _bilinear6(f6, b, fx, fy, h, w):
+    """grid_sample(align_corners=True, padding border) of the 6 channels of f6[b] (h, w, 8) at (fx, fy) px."""
+    fx = min(max(fx, np.float32(0.0)), np.float32(w - 1))
+    fy = min(max(fy, np.float32(0.0)), np.float32(h - 1))
+    x0 = int(fx)
+    y0 = int(fy)
+    tx = fx - np.float32(x0)
+    ty = fy - np.float32(y0)
+    x1 = min(x0 + 1, w - 1)
+    y1 = min(y0 + 1, h - 1)
+    one = np.float32(1.0)
+    w00 = (one - tx) * (one - ty)
+    w01 = tx * (one - ty)
+    w10 = (one - tx) * ty
+    w11 = tx * ty
+    a = f6[b, y0, x0]
+    c = f6[b, y0, x1]
+    d = f6[b, y1, x0]
+    e = f6[b, y1, x1]
+    return ((a[0] * w00 + c[0] * w01 + d[0] * w10 + e[0] * w11),
+            (a[1] * w00 + c[1] * w01 + d[1] * w10 + e[1] * w11),
+            (a[2] * w00 + c[2] * w01 + d[2] * w10 + e[2] * w11),
+            (a[3] * w00 + c[3] * w01 + d[3] * w10 + e[3] * w11),
+            (a[4] * w00 + c[4] * w01 + d[4] * w10 + e[4] * w11),
+            (a[5] * w00 + c[5] * w01 + d[5] * w10 + e[5] * w11))
+
+
+@njit(**dict(_JIT, fastmath=True))
+def backward_map(pos, rest2, grid_vertex, grid_bary, base, cell, steps):
+    """Coarse backward map (B, 2, h, w) float32: the same computation as `renderer.backward_core`.
+
+    pos (B, V, 2), rest2 (V, 2), grid_vertex (3, h, w) int64, grid_bary (3, h, w), base (2, h, w)
+    crop px of the (sub)grid points, cell the grid spacing (crop px), steps the Newton steps.
+    """
+    B = pos.shape[0]
+    h, w = grid_vertex.shape[1], grid_vertex.shape[2]
+    fld = np.empty((B, 2, h, w), np.float32)
+    for b in range(B):
+        for i in range(h):
+            for j in range(w):
+                fx = np.float32(0.0)
+                fy = np.float32(0.0)
+                for k in range(3):
+                    v = grid_vertex[k, i, j]
+                    g = grid_bary[k, i, j]
+                    fx += (pos[b, v, 0] - rest2[v, 0]) * g
+                    fy += (pos[b, v, 1] - rest2[v, 1]) * g
+                fld[b, 0, i, j] = fx
+                fld[b, 1, i, j] = fy
+    inv2h = np.float32(0.5 / cell)
+    f6 = np.zeros((B, h, w, 8), np.float32)  # interleaved: a corner's channels share a cache line
+    for b in range(B):
+        for i in range(h):
+            im, ip = max(i - 1, 0), min(i + 1, h - 1)
+            for j in range(w):
+                jm, jp = max(j - 1, 0), min(j + 1, w - 1)
+                a = (fld[b, 0, i, jp] - fld[b, 0, i, jm]) * inv2h + np.float32(1.0)
+                bb = (fld[b, 0, ip, j] - fld[b, 0, im, j]) * inv2h
+                c = (fld[b, 1, i, jp] - fld[b, 1, i, jm]) * inv2h
+                d = (fld[b, 1, ip, j] - fld[b, 1, im, j]) * inv2h + np.float32(1.0)
+                det = a * d - bb * c
+                if det < 0.1:
+                    det = np.float32(0.1)
+                rdet = np.float32(1.0) / det
+                f6[b, i, j, 0] = fld[b, 0, i, j]
+                f6[b, i, j, 1] = fld[b, 1, i, j]
+                f6[b, i, j, 2] = d * rdet
+                f6[b, i, j, 3] = a * rdet
+                f6[b, i, j, 4] = bb * rdet
+                f6[b, i, j, 5] = c * rdet
+    lox, loy = base[0, 0, 0], base[1, 0, 0]
+    sx = np.float32(2.0) / (base[0, h - 1, w - 1] - lox)
+    sy = np.float32(2.0) / (base[1, h - 1, w - 1] - loy)
+    lim = np.float32(4.0 * cell)
+    half_w = np.float32(0.5 * (w - 1))
+    half_h = np.float32(0.5 * (h - 1))
+    out = np.empty((B, 2, h, w), np.float32)
+    for b in range(B):
+        for i in range(h):
+            for j in range(w):
+                bx, by = base[0, i, j], base[1, i, j]
+                x = bx - fld[b, 0, i, j]
+                y = by - fld[b, 1, i, j]
+                for _ in range(steps):
+                    # normalised as backward_core does, then unnormalised as grid_sample does
+                    gx = (x - lox) * sx - np.float32(1.0)
+                    gy = (y - loy) * sy - np.float32(1.0)
+                    s0, s1, s2, s3, s4, s5 = _bilinear6(f6, b, (gx + np.float32(1.0)) * half_w,
+                                                        (gy + np.float32(1.0)) * half_h, h, w)
+                    rx = x + s0 - bx
+                    ry = y + s1 - by
+                    stx = s2 * rx - s4 * ry
+                    sty = s3 * ry - s5 * rx
+                    x -= min(max(stx, -lim), lim)
+                    y -= min(max(sty, -lim), lim)
+                out[b, 0, i, j] = x
+                out[b, 1, i, j] = y
+    return out
+
+
+# ---------------------------------------------------------------- layer helpers (per pixel, float32)
+@njit(inline="always", **_JIT)
+def _ramp(x, width):
+    """contour.ramp: 0 below -width/2, 1 above +width/2."""
+    return min(max(x * (np.float32(1.0) / width) + np.float32(0.5), np.float32(0.0)), np.float32(1.0))
+
+
+@njit(inline="always", **_JIT)
+def _smoothstep(x):
+    x = min(max(x, np.float32(0.0)), np.float32(1.0))
+    return x * x * (np.float32(3.0) - np.float32(2.0) * x)
+
+
+@njit(inline="always", **_JIT)
+def _lerp(a, b, t):
+    return a + t * (b - a)
+
+
+@njit(inline="always", **_JIT)
+def _table_at(table, n, c, u):
+    """contour.lookup: table (N, C, T) row (n, c) at u in [-1, 1] (align_corners, clamped ends)."""
+    T = table.shape[2]
+    f = (u + np.float32(1.0)) * np.float32(0.5) * np.float32(T - 1)
+    f = min(max(f, np.float32(0.0)), np.float32(T - 1))
+    i0 = int(f)
+    i1 = min(i0 + 1, T - 1)
+    t = f - np.float32(i0)
+    return table[n, c, i0] * (np.float32(1.0) - t) + table[n, c, i1] * t
+
+
+@njit(inline="always", **_JIT)
+def _sample3(img, fx, fy, border):
+    """Bilinear sample of img (C, H, W) channels 0..2 at pixel (fx, fy): grid_sample(align_corners) with
+    padding 'border' (coordinates clamped) or 'zeros' (corners outside count 0). Returns 4 values
+    (channel 3 when img has it, else 0)."""
+    H, W = img.shape[1], img.shape[2]
+    if border:
+        fx = min(max(fx, np.float32(0.0)), np.float32(W - 1))
+        fy = min(max(fy, np.float32(0.0)), np.float32(H - 1))
+    x0f = np.floor(fx)
+    y0f = np.floor(fy)
+    x0, y0 = int(x0f), int(y0f)
+    tx, ty = fx - x0f, fy - y0f
+    one = np.float32(1.0)
+    r = np.float32(0.0)
+    g = np.float32(0.0)
+    bl = np.float32(0.0)
+    a = np.float32(0.0)
+    C = img.shape[0]
+    for dy in range(2):
+        yy = y0 + dy
+        wy = ty if dy == 1 else one - ty
+        if yy < 0 or yy >= H:
+            continue
+        for dx in range(2):
+            xx = x0 + dx
+            if xx < 0 or xx >= W:
+                continue
+            wgt = wy * (tx if dx == 1 else one - tx)
+            r += img[0, yy, xx] * wgt
+            g += img[1, yy, xx] * wgt
+            bl += img[2, yy, xx] * wgt
+            if C > 3:
+                a += img[3, yy, xx] * wgt
+    return r, g, bl, a
+
+
+@njit(inline="always", **_JIT)
+def _store(frames, b, y, x, r, g, bl):
+    """Round to nearest and saturate to uint8, as the torch path's add(0.5).clamp(0, 255).to(uint8)."""
+    frames[b, y, x, 0] = np.uint8(min(max(np.floor(r + np.float32(0.5)), np.float32(0.0)), np.float32(255.0)))
+    frames[b, y, x, 1] = np.uint8(min(max(np.floor(g + np.float32(0.5)), np.float32(0.0)), np.float32(255.0)))
+    frames[b, y, x, 2] = np.uint8(min(max(np.floor(bl + np.float32(0.5)), np.float32(0.0)), np.float32(255.0)))
+
+
+# ---------------------------------------------------------------- eye layer
+@njit(**_JIT)
+def eye_layer(frames, origins, crop_w, crop_h, affine, table, gate, blinking, eye_height, plate, iris, lid_colour):
+    """`eyes.composite_eyes` on uint8 frames (B, H, W, 4) in place, RGB only.
+
+    origins (2, 2) int output px of each eye crop; affine (2B, 3, 7); table (2B, 5, T); gate, eye_height
+    (2B,); plate (3, S, S) and iris (4, S, S) float32 0..255 (iris alpha 0..1); lid_colour (2, 2, 3).
+    Both crops' changes are computed from the frame as it was and added, as the torch version does.
+    """
+    B = frames.shape[0]
+    ux0 = min(origins[0, 0], origins[1, 0])
+    uy0 = min(origins[0, 1], origins[1, 1])
+    ux1 = max(origins[0, 0], origins[1, 0]) + crop_w
+    uy1 = max(origins[0, 1], origins[1, 1]) + crop_h
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    for b in range(B):
+        for y in range(uy0, uy1):
+            for x in range(ux0, ux1):
+                c0 = np.float32(frames[b, y, x, 0])
+                c1 = np.float32(frames[b, y, x, 1])
+                c2 = np.float32(frames[b, y, x, 2])
+                d0 = zero
+                d1 = zero
+                d2 = zero
+                hit = False
+                for e in range(2):
+                    col = x - origins[e, 0]
+                    row = y - origins[e, 1]
+                    if col < 0 or col >= crop_w or row < 0 or row >= crop_h:
+                        continue
+                    n = e * B + b
+                    gt = gate[n]
+                    if gt <= zero:
+                        continue
+                    hit = True
+                    M = affine[n]
+                    fc, fr = np.float32(col), np.float32(row)
+                    u = fc * M[0, 0] + fr * M[1, 0] + M[2, 0]
+                    v = fc * M[0, 2] + fr * M[1, 2] + M[2, 2]
+                    px = fc * M[0, 3] + fr * M[1, 3] + M[2, 3]
+                    py = fc * M[0, 4] + fr * M[1, 4] + M[2, 4]
+                    ix = fc * M[0, 5] + fr * M[1, 5] + M[2, 5]
+                    iy = fc * M[0, 6] + fr * M[1, 6] + M[2, 6]
+                    vu = _table_at(table, n, 0, u)
+                    vl = _table_at(table, n, 1, u)
+                    opening = _ramp(v - vu, np.float32(0.9)) * _ramp(vl - v, np.float32(0.9)) * _table_at(table, n, 3, u)
+                    S1 = np.float32(plate.shape[2] - 1)
+                    p0, p1, p2, _ = _sample3(plate, (px + one) * np.float32(0.5) * S1,
+                                             (py + one) * np.float32(0.5) * np.float32(plate.shape[1] - 1), True)
+                    i0, i1, i2, ia = _sample3(iris, (ix + one) * np.float32(0.5) * np.float32(iris.shape[2] - 1),
+                                              (iy + one) * np.float32(0.5) * np.float32(iris.shape[1] - 1), False)
+                    k0 = _lerp(p0, i0, ia)
+                    k1 = _lerp(p1, i1, ia)
+                    k2 = _lerp(p2, i2, ia)
+                    b0, b1, b2 = c0, c1, c2
+                    if blinking:
+                        eh = eye_height[n]
+                        vo = _table_at(table, n, 2, u)
+                        closing = min(max((vu - vo) / (np.float32(0.35) * eh + np.float32(0.5)), zero), one)
+                        lid_top = vo - np.float32(0.3) * eh
+                        depth = min(max((v - lid_top) / max(vu - lid_top, one), zero), one)
+                        edge_in = _ramp(vu - v + np.float32(0.5) + np.float32(0.12) * eh * closing, one)
+                        side = _table_at(table, n, 4, u) * closing
+                        skin_w = (np.float32(0.8) * side * edge_in) * _smoothstep(depth)
+                        q = (vu - v) / (np.float32(0.06) * eh + np.float32(0.5))
+                        lash_w = (np.float32(0.35) * side) * np.exp(-(q * q))
+                        b0 = _lerp(b0, lid_colour[e, 0, 0], skin_w)
+                        b1 = _lerp(b1, lid_colour[e, 0, 1], skin_w)
+                        b2 = _lerp(b2, lid_colour[e, 0, 2], skin_w)
+                        b0 = _lerp(b0, lid_colour[e, 1, 0], lash_w)
+                        b1 = _lerp(b1, lid_colour[e, 1, 1], lash_w)
+                        b2 = _lerp(b2, lid_colour[e, 1, 2], lash_w)
+                        sh = one - np.float32(0.25) * closing * np.exp(-max(v - vu, zero) / (np.float32(0.18) * eh + np.float32(0.5)))
+                        k0 *= sh
+                        k1 *= sh
+                        k2 *= sh
+                    d0 += (_lerp(b0, k0, opening) - c0) * gt
+                    d1 += (_lerp(b1, k1, opening) - c1) * gt
+                    d2 += (_lerp(b2, k2, opening) - c2) * gt
+                if hit:
+                    _store(frames, b, y, x, c0 + d0, c1 + d1, c2 + d2)
+
+
+# ---------------------------------------------------------------- mouth layer
+# channels of the mouth table (mouth._CH)
+_VU, _VL, _T_TOP, _T_BOT, _INSIDE, _LIP_SIDE, _CAV, _TONGUE_SIDE, _TONGUE_SHADE, _TONGUE_OFF, _LOW_SIDE, \
+    _TEETH_SIDE, _TEETH_SHADE = range(13)
+
+
+@njit(**_JIT)
+def mouth_layer(frames, box, affine, table, colours, mw, max_gap, has_interior, itex, igap):
+    """`mouth.composite_mouth` on uint8 frames (B, H, W, 4) in place, RGB only.
+
+    box (4,) int output px x0, y0, x1, y1; affine (B, 3, 3); table (B, 13, T); colours (5, 3); mw the
+    rest mouth width (output px); with has_interior, itex (3, Hi, Ti) float32 and igap (1, 1, Ti) the
+    interior texture from a reference image, else the drawn interior.
+    """
+    B = frames.shape[0]
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    soft = max(one, np.float32(0.011) * mw)
+    luma0, luma1, luma2 = np.float32(0.299), np.float32(0.587), np.float32(0.114)
+    lip_lum = (colours[0, 0] * luma0 + colours[0, 1] * luma1) + colours[0, 2] * luma2 + np.float32(8.0)
+    k_lo = one / (np.float32(0.035) * mw + np.float32(0.5))
+    k_up = one / (np.float32(0.02) * mw + np.float32(0.5))
+    k_rim = one / (np.float32(0.025) * mw + np.float32(0.5))
+    lower_teeth = max_gap > np.float32(0.12) * mw
+    for b in range(B):
+        M = affine[b]
+        for y in range(box[1], box[3]):
+            fr = np.float32(y - box[1])
+            for x in range(box[0], box[2]):
+                fc = np.float32(x - box[0])
+                u = fc * M[0, 0] + fr * M[1, 0] + M[2, 0]
+                v = fc * M[0, 2] + fr * M[1, 2] + M[2, 2]
+                vu = _table_at(table, b, _VU, u)
+                vl = _table_at(table, b, _VL, u)
+                inside = _table_at(table, b, _INSIDE, u)
+                gap = max(vl - vu, zero)
+                d_up = v - vu
+                d_lo = vl - v
+                opening = _ramp(d_up, soft) * _ramp(d_lo, soft) * inside * min(gap * (np.float32(0.5) / soft), one)
+                r0 = np.float32(frames[b, y, x, 0])
+                r1 = np.float32(frames[b, y, x, 1])
+                r2 = np.float32(frames[b, y, x, 2])
+                # lips: pale (baked-in teeth) pixels at the inner lip edge pulled toward the lip colour
+                lum = (r0 * luma0 + r1 * luma1) + r2 * luma2
+                pale = min(max((lum - lip_lum) * np.float32(1.0 / 40.0), zero), one)
+                band = np.exp(min(d_lo, zero) * k_lo) * _ramp(-d_lo, one) + np.exp(min(d_up, zero) * k_up) * _ramp(-d_up, one)
+                lip_w = band * pale * min(gap * (one / (np.float32(0.03) * mw + one)), one) \
+                    * (np.float32(0.85) * _table_at(table, b, _LIP_SIDE, u))
+                r0 = _lerp(r0, colours[0, 0] * np.float32(0.9), lip_w)
+                r1 = _lerp(r1, colours[0, 1] * np.float32(0.9), lip_w)
+                r2 = _lerp(r2, colours[0, 2] * np.float32(0.9), lip_w)
+                if has_interior:
+                    k0, k1, k2 = _interior(itex, igap, u, d_up, d_lo, gap, mw, colours)
+                else:
+                    k0, k1, k2 = _drawn(table, b, u, v, d_up, d_lo, gap, mw, lower_teeth, colours)
+                out_d = max(max(-d_up, -d_lo), zero)
+                rim = np.exp(out_d * -k_rim) * inside * min(gap * (one / (np.float32(0.04) * mw + one)), one)
+                dim = rim * np.float32(-0.28) + one
+                _store(frames, b, y, x, _lerp(r0 * dim, k0, opening), _lerp(r1 * dim, k1, opening),
+                       _lerp(r2 * dim, k2, opening))
+
+
+@njit(inline="always", **_JIT)
+def _drawn(table, b, u, v, d_up, d_lo, gap, mw, lower_teeth, col):
+    """mouth._drawn_colour at one pixel."""
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    vl = v + d_lo
+    depth = _smoothstep(d_up / (gap + np.float32(1e-3)))
+    cav_u = _table_at(table, b, _CAV, u)
+    k = (np.float32(0.4) + np.float32(0.9) * depth * cav_u) * cav_u
+    c0, c1, c2 = col[3, 0] * k, col[3, 1] * k, col[3, 2] * k
+    tongue_top = vl - np.float32(0.45) * min(gap, np.float32(0.2) * mw) - _table_at(table, b, _TONGUE_OFF, u)
+    t_w = _ramp(v - tongue_top, np.float32(0.08) * mw + one) * _table_at(table, b, _TONGUE_SIDE, u) \
+        * (np.float32(0.6) * _smoothstep(gap * (one / (np.float32(0.14) * mw + one))))
+    ts = (np.float32(0.35) + np.float32(0.25) * depth) * _table_at(table, b, _TONGUE_SHADE, u)
+    c0 = _lerp(c0, col[4, 0] * ts, t_w)
+    c1 = _lerp(c1, col[4, 1] * ts, t_w)
+    c2 = _lerp(c2, col[4, 2] * ts, t_w)
+    if lower_teeth:
+        lt_h = np.float32(0.04) * mw
+        lt_w = _ramp(lt_h - d_lo, np.float32(0.4) * lt_h + one) * _table_at(table, b, _LOW_SIDE, u) \
+            * (np.float32(0.3) * _smoothstep((gap - np.float32(0.12) * mw) * (one / (np.float32(0.1) * mw + one))))
+        c0 = _lerp(c0, col[2, 0] * np.float32(0.5), lt_w)
+        c1 = _lerp(c1, col[2, 1] * np.float32(0.5), lt_w)
+        c2 = _lerp(c2, col[2, 2] * np.float32(0.5), lt_w)
+    t_top = _table_at(table, b, _T_TOP, u)
+    t_bot = _table_at(table, b, _T_BOT, u)
+    ut_w = _ramp(t_bot - v, max(one, np.float32(0.02) * mw)) * _ramp(v - t_top, one) * _table_at(table, b, _TEETH_SIDE, u)
+    lit = _table_at(table, b, _TEETH_SHADE, u) * (np.float32(0.72) + np.float32(0.28) * _smoothstep(
+        d_up * (one / (np.float32(0.04) * mw + one))))
+    c0 = _lerp(c0, col[3, 0] + (col[2, 0] - col[3, 0]) * lit, ut_w)
+    c1 = _lerp(c1, col[3, 1] + (col[2, 1] - col[3, 1]) * lit, ut_w)
+    c2 = _lerp(c2, col[3, 2] + (col[2, 2] - col[3, 2]) * lit, ut_w)
+    sh = one - np.float32(0.3) * np.exp(max(d_up, zero) * (np.float32(-1.0) / (np.float32(0.02) * mw + np.float32(0.5)))) \
+        - np.float32(0.3) * np.exp(max(d_lo, zero) * (np.float32(-1.0) / (np.float32(0.025) * mw + np.float32(0.5))))
+    return c0 * sh, c1 * sh, c2 * sh
+
+
+@njit(inline="always", **_JIT)
+def _interior(itex, igap, u, d_up, d_lo, gap, mw, col):
+    """mouth._interior_colour at one pixel."""
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    g_ref = _table_at(igap, 0, 0, u) * mw
+    span = max(g_ref, np.float32(1e-3))
+    t_top = min(max(d_up / span, zero), one)
+    t_bot = min(max(one - d_lo / span, zero), one)
+    Ti1 = np.float32(itex.shape[2] - 1)
+    Hi1 = np.float32(itex.shape[1] - 1)
+    fx = (u + one) * np.float32(0.5) * Ti1
+    a0, a1, a2, _ = _sample3(itex, fx, t_top * Hi1, True)
+    e0, e1, e2, _ = _sample3(itex, fx, t_bot * Hi1, True)
+    w = _smoothstep(d_up / (gap + np.float32(1e-3)))
+    lit = _smoothstep(gap / (g_ref + np.float32(1e-3)))
+    shade = (np.float32(0.8) + np.float32(0.2) * lit) * (one - w) + (np.float32(0.45) + np.float32(0.55) * lit) * w
+    c0 = (a0 + (e0 - a0) * w) * shade
+    c1 = (a1 + (e1 - a1) * w) * shade
+    c2 = (a2 + (e2 - a2) * w) * shade
+    mid = _ramp(min(d_up, d_lo) - np.float32(0.5) * g_ref, np.float32(0.15) * g_ref + one) \
+        * _ramp(gap - g_ref, np.float32(0.1) * g_ref + one)
+    cw = np.float32(0.6) + np.float32(0.4) * w
+    c0 = c0 + (col[3, 0] * cw - c0) * mid
+    c1 = c1 + (col[3, 1] * cw - c1) * mid
+    c2 = c2 + (col[3, 2] * cw - c2) * mid
+    sh = one - np.float32(0.15) * np.exp(-max(d_up, zero) * (one / (np.float32(0.02) * mw + np.float32(0.5)))) \
+        - np.float32(0.1) * np.exp(-max(d_lo, zero) * (one / (np.float32(0.025) * mw + np.float32(0.5))))
+    return c0 * sh, c1 * sh, c2 * sh
+
+
+# ---------------------------------------------------------------- compile before the first frame
+_warm_lock = threading.Lock()
+_warmed = False
+
+
+def warm_up() -> None:
+    """Compile every kernel (or load it from numba's cache) for the argument types the renderer passes.
+
+    A cold compile takes several seconds; it must not land on a session's first frame. Idempotent and
+    thread-safe; the renderer calls it from `prepare`.
+    """
+    global _warmed
+    if not AVAILABLE or _warmed:
+        return
+    with _warm_lock:
+        if _warmed:
+            return
+        t0 = time.perf_counter()
+        f32 = np.float32
+        g = np.arange(4, dtype=f32)
+        base = np.stack([np.broadcast_to(g, (4, 4)), np.broadcast_to(g[:, None], (4, 4))]).astype(f32)
+        backward_map(np.zeros((1, 3, 2), f32), np.zeros((3, 2), f32), np.zeros((3, 4, 4), np.int64),
+                     np.full((3, 4, 4), 1.0 / 3.0, f32), base, 1.0, 2)
+        frames = np.zeros((1, 8, 8, 4), np.uint8)
+        tex = np.zeros((4, 4, 4), f32)
+        eye_layer(frames, np.zeros((2, 2), np.int64), 2, 2, np.zeros((2, 3, 7), f32), np.zeros((2, 5, 4), f32),
+                  np.zeros(2, f32), False, np.ones(2, f32), np.ascontiguousarray(tex[:3]), tex, np.zeros((2, 2, 3), f32))
+        mouth_layer(frames, np.array([0, 0, 2, 2], np.int64), np.zeros((1, 3, 3), f32), np.zeros((1, 13, 4), f32),
+                    np.zeros((5, 3), f32), f32(10.0), f32(0.0), False, np.zeros((3, 2, 2), f32), np.zeros((1, 1, 2), f32))
+        _warmed = True
+        log.info("CPU render kernels ready in %.1f s (numba; compiled once, then loaded from its cache)",
+                 time.perf_counter() - t0)
