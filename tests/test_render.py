@@ -334,18 +334,22 @@ def test_open_mouth_tapers_and_keeps_lower_lip(renderer, prepared, rig, w):
 
 @pytest.mark.parametrize("N,width,height,region", [(256, 256, 256, (40, 60, 220, 230)), (256, 256, 256, (0, 0, 256, 256)),
                                                     (512, 512, 384, (100, 3, 400, 380)), (300, 300, 200, (0, 0, 300, 200))])
-def test_map_upsampling_is_grid_sample(N, width, height, region):
-    """The CPU path upsamples the coarse backward map with two small matmuls (bilinear is separable);
-    it must equal grid_sample (align_corners, border) at every output pixel of any region."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_map_upsampling_is_grid_sample(N, width, height, region, fused):
+    """The CPU path upsamples the coarse backward map separably (rows, then columns: a numba kernel, or
+    two small matmuls without it); it must equal grid_sample (align_corners, border) at every output
+    pixel of any region."""
     import torch
     import torch.nn.functional as F
 
     from lpm_npc.render.renderer import TorchRenderer
 
     r = TorchRenderer()
+    r.fused = fused
 
     class P:
         size = 512
+        device = torch.device("cpu")
 
     g = torch.Generator().manual_seed(3)
     x = torch.rand(3, 2, 96, 96, generator=g) * 511

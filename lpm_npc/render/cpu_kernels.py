@@ -141,6 +141,30 @@ def backward_map(pos, rest2, grid_vertex, grid_bary, base, cell, steps):
     return out
 
 
+@njit(**_JIT)
+def upsample_map(x, scale, yi0, yi1, fy, xi0, xi1, fx):
+    """(B, 2, h, w) float32: the coarse map x (B, 2, G, G) bilinearly upsampled at the output pixels whose
+    coarse rows (yi0, yi1, weight fy of yi1) and columns (xi0, xi1, fx) are given, times `scale`."""
+    B = x.shape[0]
+    h, w = yi0.shape[0], xi0.shape[0]
+    G = x.shape[3]
+    out = np.empty((B, 2, h, w), np.float32)
+    row = np.empty(G, np.float32)
+    one = np.float32(1.0)
+    for b in range(B):
+        for c in range(2):
+            for r in range(h):
+                t = fy[r]
+                row0 = x[b, c, yi0[r]]
+                row1 = x[b, c, yi1[r]]
+                for j in range(G):  # the coarse row at this output row (rows first, then columns)
+                    row[j] = (row0[j] * (one - t) + row1[j] * t) * scale
+                for k in range(w):
+                    s = fx[k]
+                    out[b, c, r, k] = row[xi0[k]] * (one - s) + row[xi1[k]] * s
+    return out
+
+
 # ---------------------------------------------------------------- layer helpers (per pixel, float32)
 @njit(inline="always", **_JIT)
 def _ramp(x, width):
@@ -453,6 +477,8 @@ def warm_up() -> None:
         base = np.stack([np.broadcast_to(g, (4, 4)), np.broadcast_to(g[:, None], (4, 4))]).astype(f32)
         backward_map(np.zeros((1, 3, 2), f32), np.zeros((3, 2), f32), np.zeros((3, 4, 4), np.int64),
                      np.full((3, 4, 4), 1.0 / 3.0, f32), base, 1.0, 2)
+        idx = np.array([0, 1], np.int64)
+        upsample_map(np.zeros((1, 2, 4, 4), f32), f32(1.0), idx, idx + 1, np.zeros(2, f32), idx, idx + 1, np.zeros(2, f32))
         frames = np.zeros((1, 8, 8, 4), np.uint8)
         tex = np.zeros((4, 4, 4), f32)
         eye_layer(frames, np.zeros((2, 2), np.int64), 2, 2, np.zeros((2, 3, 7), f32), np.zeros((2, 5, 4), f32),

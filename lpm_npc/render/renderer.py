@@ -780,6 +780,10 @@ class TorchRenderer:
         """
         rx0, ry0, rx1, ry1 = region
         G = x.shape[-1]
+        if self._fused(p):  # the same bilinear weights, one numba loop instead of two matmuls
+            ry = self._interp_rows(N, height, (N - height) // 2, G, ry0, ry1, index=True)
+            rx = self._interp_rows(N, width, (N - width) // 2, G, rx0, rx1, index=True)
+            return cpu_kernels.upsample_map(np.ascontiguousarray(x.numpy()), np.float32((side - 1) / (p.size - 1)), *ry, *rx)
         wy, y0, y1 = self._interp_rows(N, height, (N - height) // 2, G, ry0, ry1)
         wx, x0, x1 = self._interp_rows(N, width, (N - width) // 2, G, rx0, rx1)
         # bilinear (align_corners, border) is separable: rows then columns, as two small matmuls
@@ -790,9 +794,12 @@ class TorchRenderer:
             return torch.matmul(torch.matmul(wy, level), wx.T).numpy()
         return torch.matmul(wy, torch.matmul(level, wx.T)).numpy()
 
-    def _interp_rows(self, N: int, n: int, offset: int, G: int, lo: int, hi: int) -> tuple[torch.Tensor, int, int]:
+    def _interp_rows(self, N: int, n: int, offset: int, G: int, lo: int, hi: int, index: bool = False):
         """Linear interpolation weights (hi - lo, k1 - k0) of output px lo..hi-1 (of n, at `offset` in the
-        N-px square) on coarse cells k0..k1-1 of G, exactly as grid_sample(align_corners, border) samples."""
+        N-px square) on coarse cells k0..k1-1 of G, exactly as grid_sample(align_corners, border) samples.
+
+        index=True: the same as numpy (i0 int64, i1 int64, f float32) per output px: the coarse cells
+        either side and the weight of i1."""
         key = ("interp", N, n, offset, G)
         table = self._grids.get(key)
         if table is None:
@@ -804,8 +811,10 @@ class TorchRenderer:
             W = torch.zeros(n, G)
             W[torch.arange(n), i0] += 1 - f
             W[torch.arange(n), i1] += f
-            table = self._grids[key] = (W, i0, i1)
-        W, i0, i1 = table
+            table = self._grids[key] = (W, i0, i1, (i0.numpy(), i1.numpy(), f.numpy()))
+        W, i0, i1, idx = table
+        if index:
+            return tuple(np.ascontiguousarray(a[lo:hi]) for a in idx)
         k0, k1 = int(i0[lo]), int(i1[hi - 1]) + 1
         return W[lo:hi, k0:k1], k0, k1
 
