@@ -294,6 +294,30 @@ def test_fused_cpu_kernels_match_the_torch_stages(rig):
         assert d.max() <= 2 and d.mean() < 0.01, (w, h, d.max(), d.mean())
 
 
+def test_kernels_that_cannot_compile_leave_the_torch_path(rig, monkeypatch, caplog):
+    """If numba cannot compile (no writable cache, a broken install), the renderer says so once and
+    keeps rendering on its torch path instead of failing every frame."""
+    import logging
+
+    from lpm_npc.render import cpu_kernels
+
+    def broken() -> None:
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(cpu_kernels, "_compile_all", broken)
+    monkeypatch.setattr(cpu_kernels, "_warmed", False)
+    monkeypatch.setattr(cpu_kernels, "AVAILABLE", True)
+    r = TorchRenderer()
+    with caplog.at_level(logging.WARNING, logger="lpm_npc.render.cpu_kernels"):
+        p = r.prepare(rig)
+    assert "could not be compiled" in caplog.text and "NUMBA_CACHE_DIR" in caplog.text
+    assert not r._fused(p)
+    ref = TorchRenderer()
+    ref.fused = False
+    m = motion(jaw_open=0.6, blink_l=0.5, gaze_x=0.4)
+    assert np.array_equal(r.render(p, m, 128, 128), ref.render(ref.prepare(rig), m, 128, 128))
+
+
 @pytest.mark.parametrize("w", [dict(smile=0.9, squint=0.3, jaw_open=0.5),
                                dict(brow_inner_up=0.7, eye_wide=0.7, mouth_spread=0.4, jaw_open=0.6)])
 def test_open_mouth_tapers_and_keeps_lower_lip(renderer, prepared, rig, w):

@@ -459,32 +459,47 @@ _warm_lock = threading.Lock()
 _warmed = False
 
 
-def warm_up() -> None:
+def warm_up() -> bool:
     """Compile every kernel (or load it from numba's cache) for the argument types the renderer passes.
 
     A cold compile takes several seconds; it must not land on a session's first frame. Idempotent and
-    thread-safe; the renderer calls it from `prepare`.
+    thread-safe; the renderer calls it from `prepare`. Returns whether the kernels can be used: if
+    compiling fails (say, no writable cache directory: set NUMBA_CACHE_DIR), the renderer keeps its
+    torch path and says so once.
     """
-    global _warmed
+    global _warmed, AVAILABLE
     if not AVAILABLE or _warmed:
-        return
+        return AVAILABLE
     with _warm_lock:
-        if _warmed:
-            return
-        t0 = time.perf_counter()
-        f32 = np.float32
-        g = np.arange(4, dtype=f32)
-        base = np.stack([np.broadcast_to(g, (4, 4)), np.broadcast_to(g[:, None], (4, 4))]).astype(f32)
-        backward_map(np.zeros((1, 3, 2), f32), np.zeros((3, 2), f32), np.zeros((3, 4, 4), np.int64),
-                     np.full((3, 4, 4), 1.0 / 3.0, f32), base, 1.0, 2)
-        idx = np.array([0, 1], np.int64)
-        upsample_map(np.zeros((1, 2, 4, 4), f32), f32(1.0), idx, idx + 1, np.zeros(2, f32), idx, idx + 1, np.zeros(2, f32))
-        frames = np.zeros((1, 8, 8, 4), np.uint8)
-        tex = np.zeros((4, 4, 4), f32)
-        eye_layer(frames, np.zeros((2, 2), np.int64), 2, 2, np.zeros((2, 3, 7), f32), np.zeros((2, 5, 4), f32),
-                  np.zeros(2, f32), False, np.ones(2, f32), np.ascontiguousarray(tex[:3]), tex, np.zeros((2, 2, 3), f32))
-        mouth_layer(frames, np.array([0, 0, 2, 2], np.int64), np.zeros((1, 3, 3), f32), np.zeros((1, 13, 4), f32),
-                    np.zeros((5, 3), f32), f32(10.0), f32(0.0), False, np.zeros((3, 2, 2), f32), np.zeros((1, 1, 2), f32))
+        if _warmed or not AVAILABLE:
+            return AVAILABLE
+        try:
+            _compile_all()
+        except Exception as exc:  # noqa: BLE001 - any compile / cache failure: fall back, loudly
+            AVAILABLE = False
+            log.warning("the CPU render kernels could not be compiled (%s: %s); rendering on the slower torch "
+                        "path. Set NUMBA_CACHE_DIR to a writable folder if the cache is the problem.",
+                        type(exc).__name__, exc)
+            return False
         _warmed = True
-        log.info("CPU render kernels ready in %.1f s (numba; compiled once, then loaded from its cache)",
-                 time.perf_counter() - t0)
+        return True
+
+
+def _compile_all() -> None:
+    """Run each kernel once on tiny inputs of the exact argument types the renderer passes."""
+    t0 = time.perf_counter()
+    f32 = np.float32
+    g = np.arange(4, dtype=f32)
+    base = np.stack([np.broadcast_to(g, (4, 4)), np.broadcast_to(g[:, None], (4, 4))]).astype(f32)
+    backward_map(np.zeros((1, 3, 2), f32), np.zeros((3, 2), f32), np.zeros((3, 4, 4), np.int64),
+                 np.full((3, 4, 4), 1.0 / 3.0, f32), base, 1.0, 2)
+    idx = np.array([0, 1], np.int64)
+    upsample_map(np.zeros((1, 2, 4, 4), f32), f32(1.0), idx, idx + 1, np.zeros(2, f32), idx, idx + 1, np.zeros(2, f32))
+    frames = np.zeros((1, 8, 8, 4), np.uint8)
+    tex = np.zeros((4, 4, 4), f32)
+    eye_layer(frames, np.zeros((2, 2), np.int64), 2, 2, np.zeros((2, 3, 7), f32), np.zeros((2, 5, 4), f32),
+              np.zeros(2, f32), False, np.ones(2, f32), np.ascontiguousarray(tex[:3]), tex, np.zeros((2, 2, 3), f32))
+    mouth_layer(frames, np.array([0, 0, 2, 2], np.int64), np.zeros((1, 3, 3), f32), np.zeros((1, 13, 4), f32),
+                np.zeros((5, 3), f32), f32(10.0), f32(0.0), False, np.zeros((3, 2, 2), f32), np.zeros((1, 1, 2), f32))
+    log.info("CPU render kernels ready in %.1f s (numba; compiled once, then loaded from its cache)",
+             time.perf_counter() - t0)

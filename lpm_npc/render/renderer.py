@@ -598,7 +598,7 @@ class TorchRenderer:
 
     def _fused(self, p: PreparedRig) -> bool:
         """Whether this call's per-point / per-pixel stages run as the fused numba kernels (CPU cv2 path)."""
-        return self.fused and self._cv2_path(p)
+        return self.fused and cpu_kernels.AVAILABLE and self._cv2_path(p)
 
     def _backward_fused(self, p: PreparedRig, pos: torch.Tensor, grid_box: tuple[int, int, int, int],
                         cell: float) -> torch.Tensor:
