@@ -257,6 +257,8 @@ def eye_layer(frames, origins, crop_w, crop_h, affine, table, gate, blinking, ey
     one = np.float32(1.0)
     zero = np.float32(0.0)
     for b in range(B):
+        if gate[b] <= zero and gate[B + b] <= zero:  # both eyes of this frame: nothing to do
+            continue
         for y in range(uy0, uy1):
             for x in range(ux0, ux1):
                 c0 = np.float32(frames[b, y, x, 0])
@@ -348,7 +350,17 @@ def mouth_layer(frames, box, affine, table, colours, mw, max_gap, has_interior, 
     k_up = one / (np.float32(0.02) * mw + np.float32(0.5))
     k_rim = one / (np.float32(0.025) * mw + np.float32(0.5))
     lower_teeth = max_gap > np.float32(0.12) * mw
+    T = table.shape[2]
     for b in range(B):
+        # a closed mouth (no knot of the table with the lower lip below the upper one) is left exactly
+        # as it is by every term below: skip it (a batch mixes talking and listening NPCs)
+        closed = True
+        for i in range(T):
+            if table[b, _VL, i] > table[b, _VU, i]:
+                closed = False
+                break
+        if closed:
+            continue
         M = affine[b]
         for y in range(box[1], box[3]):
             fr = np.float32(y - box[1])
