@@ -4,11 +4,12 @@ The torch versions of these stages (`renderer.backward_core`, `eyes.composite_ey
 `mouth.composite_mouth`) stay the reference: they serve CUDA and the ONNX export, and the tests hold
 these kernels to them. On a CPU the torch versions are a few dozen tensor ops over small arrays, each a
 full pass through memory with its own dispatch cost; here each stage is one loop that keeps a point's
-or a pixel's intermediate values in registers. Same float32 arithmetic, same formulas, in the same
-order where it matters.
+or a pixel's intermediate values in registers. Same float32 formulas; fastmath lets LLVM reorder
+them, which moves results by far less than the tests' tolerances (0.01 px, 2 levels).
 
-The kernels are compiled on first use (about a second each) and cached on disk (numba's cache, next to
-this file or in NUMBA_CACHE_DIR); they release the GIL, so render threads run them side by side.
+The kernels are compiled by `warm_up` (8-15 s in all, once per machine) and cached on disk (numba's
+cache, next to this file or in NUMBA_CACHE_DIR); they release the GIL, so render threads run them side
+by side.
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 try:  # numba is a dependency; if it is missing or broken the renderer keeps its torch path
-    import numba
     from numba import njit
     AVAILABLE = os.environ.get("LPMNPC_NO_NUMBA", "") in ("", "0")
 except Exception as exc:  # pragma: no cover - depends on the install
     log.warning("numba unavailable (%s): the CPU renderer uses its slower torch path", exc)
-    numba = None
     AVAILABLE = False
 
     def njit(*args, **kwargs):  # type: ignore[no-redef]
@@ -40,7 +39,7 @@ except Exception as exc:  # pragma: no cover - depends on the install
 _JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
 
 
-@njit(inline="always", **dict(_JIT, fastmath=True))
+@njit(inline="always", **_JIT)
 def _bilinear6(f6, b, fx, fy, h, w):
     """grid_sample(align_corners=True, padding border) of the 6 channels of f6[b] (h, w, 8) at (fx, fy) px."""
     fx = min(max(fx, np.float32(0.0)), np.float32(w - 1))
@@ -68,15 +67,17 @@ def _bilinear6(f6, b, fx, fy, h, w):
             (a[5] * w00 + c[5] * w01 + d[5] * w10 + e[5] * w11))
 
 
-@njit(**dict(_JIT, fastmath=True))
-def backward_map(pos, rest2, grid_vertex, grid_bary, base, cell, steps):
-    """Coarse backward map (B, 2, h, w) float32: the same computation as `renderer.backward_core`.
+@njit(**_JIT)
+def backward_map(pos, rest2, grid_vertex, grid_bary, base, y0, y1, x0, x1, cell, steps):
+    """Coarse backward map (B, 2, G, G) float32: `renderer.backward_core` on the subgrid rows y0:y1,
+    columns x0:x1 (the part that moves), the identity (`base`) elsewhere.
 
-    pos (B, V, 2), rest2 (V, 2), grid_vertex (3, h, w) int64, grid_bary (3, h, w), base (2, h, w)
-    crop px of the (sub)grid points, cell the grid spacing (crop px), steps the Newton steps.
+    pos (B, V, 2), rest2 (V, 2), grid_vertex (3, G, G) int64, grid_bary (3, G, G), base (2, G, G) crop
+    px of the grid points, cell the grid spacing (crop px), steps the Newton steps. Like backward_core
+    on a sliced subgrid, differences and samples are clamped to the subgrid's own edges.
     """
     B = pos.shape[0]
-    h, w = grid_vertex.shape[1], grid_vertex.shape[2]
+    h, w = y1 - y0, x1 - x0
     fld = np.empty((B, 2, h, w), np.float32)
     for b in range(B):
         for i in range(h):
@@ -84,8 +85,8 @@ def backward_map(pos, rest2, grid_vertex, grid_bary, base, cell, steps):
                 fx = np.float32(0.0)
                 fy = np.float32(0.0)
                 for k in range(3):
-                    v = grid_vertex[k, i, j]
-                    g = grid_bary[k, i, j]
+                    v = grid_vertex[k, y0 + i, x0 + j]
+                    g = grid_bary[k, y0 + i, x0 + j]
                     fx += (pos[b, v, 0] - rest2[v, 0]) * g
                     fy += (pos[b, v, 1] - rest2[v, 1]) * g
                 fld[b, 0, i, j] = fx
@@ -111,17 +112,18 @@ def backward_map(pos, rest2, grid_vertex, grid_bary, base, cell, steps):
                 f6[b, i, j, 3] = a * rdet
                 f6[b, i, j, 4] = bb * rdet
                 f6[b, i, j, 5] = c * rdet
-    lox, loy = base[0, 0, 0], base[1, 0, 0]
-    sx = np.float32(2.0) / (base[0, h - 1, w - 1] - lox)
-    sy = np.float32(2.0) / (base[1, h - 1, w - 1] - loy)
+    lox, loy = base[0, y0, x0], base[1, y0, x0]
+    sx = np.float32(2.0) / (base[0, y1 - 1, x1 - 1] - lox)
+    sy = np.float32(2.0) / (base[1, y1 - 1, x1 - 1] - loy)
     lim = np.float32(4.0 * cell)
     half_w = np.float32(0.5 * (w - 1))
     half_h = np.float32(0.5 * (h - 1))
-    out = np.empty((B, 2, h, w), np.float32)
+    out = np.empty((B,) + base.shape, np.float32)
     for b in range(B):
+        out[b] = base
         for i in range(h):
             for j in range(w):
-                bx, by = base[0, i, j], base[1, i, j]
+                bx, by = base[0, y0 + i, x0 + j], base[1, y0 + i, x0 + j]
                 x = bx - fld[b, 0, i, j]
                 y = by - fld[b, 1, i, j]
                 for _ in range(steps):
@@ -136,8 +138,8 @@ def backward_map(pos, rest2, grid_vertex, grid_bary, base, cell, steps):
                     sty = s3 * ry - s5 * rx
                     x -= min(max(stx, -lim), lim)
                     y -= min(max(sty, -lim), lim)
-                out[b, 0, i, j] = x
-                out[b, 1, i, j] = y
+                out[b, 0, y0 + i, x0 + j] = x
+                out[b, 1, y0 + i, x0 + j] = y
     return out
 
 
@@ -504,7 +506,7 @@ def _compile_all() -> None:
     g = np.arange(4, dtype=f32)
     base = np.stack([np.broadcast_to(g, (4, 4)), np.broadcast_to(g[:, None], (4, 4))]).astype(f32)
     backward_map(np.zeros((1, 3, 2), f32), np.zeros((3, 2), f32), np.zeros((3, 4, 4), np.int64),
-                 np.full((3, 4, 4), 1.0 / 3.0, f32), base, 1.0, 2)
+                 np.full((3, 4, 4), 1.0 / 3.0, f32), base, 0, 4, 0, 4, 1.0, 2)
     idx = np.array([0, 1], np.int64)
     upsample_map(np.zeros((1, 2, 4, 4), f32), f32(1.0), idx, idx + 1, np.zeros(2, f32), idx, idx + 1, np.zeros(2, f32))
     frames = np.zeros((1, 8, 8, 4), np.uint8)

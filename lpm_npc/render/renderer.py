@@ -411,8 +411,9 @@ class TorchRenderer:
         # compute the coarse backward map only where the mesh moves (a host decision: CPU only, where
         # reading the moving box costs nothing; on a GPU the full grid is cheaper than a sync)
         self.subgrid = self.device.type == "cpu"
-        # CPU cv2 path: the backward map and the eye / mouth layers as fused numba kernels (cpu_kernels)
-        self.fused = cpu_kernels.AVAILABLE
+        # CPU cv2 path: the backward map and the eye / mouth layers as fused numba kernels (cpu_kernels),
+        # where they compiled (cpu_kernels.AVAILABLE); False keeps the torch stages (tests compare the two)
+        self.fused = True
 
     # The CPU path warps with cv2.remap on a uint8 texture; the torch path (grid_sample) serves CUDA and
     # can be forced on CPU (tests compare the two).
@@ -602,17 +603,11 @@ class TorchRenderer:
 
     def _backward_fused(self, p: PreparedRig, pos: torch.Tensor, grid_box: tuple[int, int, int, int],
                         cell: float) -> torch.Tensor:
-        """`backward_core` on the moving subgrid as one numba kernel; the identity elsewhere."""
+        """`backward_core` on the moving subgrid as one numba kernel; the identity elsewhere (views of the
+        rig's CPU tensors go in, no copies)."""
         y0, y1, x0, x1 = grid_box
-        base = p.base_grid_cf[0].numpy()   # views of the (CPU) tensors
-        sub = cpu_kernels.backward_map(
-            pos.numpy(), p.rest_np, np.ascontiguousarray(p.grid_vertex.numpy()[:, y0:y1, x0:x1]),
-            np.ascontiguousarray(p.grid_bary.numpy()[:, y0:y1, x0:x1]), np.ascontiguousarray(base[:, y0:y1, x0:x1]),
-            float(cell), NEWTON_STEPS)
-        B = sub.shape[0]
-        x = np.empty((B,) + base.shape, np.float32)
-        x[:] = base
-        x[:, :, y0:y1, x0:x1] = sub
+        x = cpu_kernels.backward_map(pos.numpy(), p.rest_np, p.grid_vertex.numpy(), p.grid_bary.numpy(),
+                                     p.base_grid_cf[0].numpy(), y0, y1, x0, x1, float(cell), NEWTON_STEPS)
         return torch.from_numpy(x)
 
     def _sample(self, p: PreparedRig, x: torch.Tensor, N: int, width: int, height: int,
@@ -814,7 +809,7 @@ class TorchRenderer:
             table = self._grids[key] = (W, i0, i1, (i0.numpy(), i1.numpy(), f.numpy()))
         W, i0, i1, idx = table
         if index:
-            return tuple(np.ascontiguousarray(a[lo:hi]) for a in idx)
+            return tuple(a[lo:hi] for a in idx)
         k0, k1 = int(i0[lo]), int(i1[hi - 1]) + 1
         return W[lo:hi, k0:k1], k0, k1
 
