@@ -18,6 +18,25 @@ from .types import Emotion  # noqa: E402
 log = logging.getLogger("lpm_npc")
 
 
+def _workers(value: str | int, device: str) -> int:
+    """The number of worker processes for `--workers N|auto`."""
+    from .config import auto_worker_processes
+
+    return auto_worker_processes(device) if value == "auto" else int(value)
+
+
+def _workers_arg(text: str) -> str | int:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of processes >= 0, got {text!r}")
+    return n
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .config import ServerConfig, default_cache_dir
     from .server.app import serve_forever
@@ -25,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                           backend=args.backend, device=args.device, render_threads=args.render_threads,
-                          admission=not args.no_admission, worker_processes=args.workers,
+                          admission=not args.no_admission, worker_processes=_workers(args.workers, args.device),
                           frame_cost_fixed_ms=args.frame_cost[0] if args.frame_cost else 0.0,
                           frame_cost_per_mpx_ms=args.frame_cost[1] if args.frame_cost else 0.0)
     try:
@@ -91,14 +110,17 @@ def _run_bench(args: argparse.Namespace) -> int:
         run_quality(json_path=Path(args.json) if args.json else None, quick=not args.full,
                     minutes=args.minutes)
         return 0
+    # auto: the server as it should run for many NPCs on this machine (one process per core); a single
+    # NPC runs in the server process, as `lpm-npc serve` does by default
+    workers = 0 if args.workers == "auto" and max(args.sessions) == 1 else _workers(args.workers, args.device)
     if len(args.sessions) > 1 or len(args.size) > 1 or args.plot:
         run_scaling(args.size, args.sessions, args.seconds, fps=args.fps,
                     json_path=Path(args.json) if args.json else None,
                     plot_path=Path(args.plot) if args.plot else None, render_threads=args.render_threads,
-                    workers=args.workers, backend=args.backend, device=args.device, client=args.client)
+                    workers=workers, backend=args.backend, device=args.device, client=args.client)
         return 0
     run_bench(size=args.size[0], seconds=args.seconds, sessions=args.sessions[0], fps=args.fps,
-              json_path=Path(args.json) if args.json else None, workers=args.workers, client=args.client)
+              json_path=Path(args.json) if args.json else None, workers=workers, client=args.client)
     return 0
 
 
@@ -142,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch: cpu | cuda; onnxruntime: cpu | cuda | tensorrt-ep; tensorrt: cuda")
     s.add_argument("--render-threads", type=int, default=2,
                    help="threads making frames; a tick's batch is shared between them")
-    s.add_argument("--workers", type=int, default=0,
-                   help="worker processes the sessions are sharded over (0: all in the server process)")
+    s.add_argument("--workers", type=_workers_arg, default=0,
+                   help="worker processes the sessions are sharded over (0: all in the server process, which "
+                        "Python's GIL holds to about one core; auto: one per core, for many NPCs on a CPU)")
     s.add_argument("--no-admission", action="store_true",
                    help="accept sessions beyond the measured render capacity (they will run late)")
     s.add_argument("--frame-cost", type=float, nargs=2, metavar=("FIXED_MS", "MS_PER_MPX"), default=None,
@@ -178,15 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--full", action="store_true", help="--quality: the whole held-out lip-sync set (slower)")
     b.add_argument("--minutes", type=float, default=3.0, help="--quality: length of the simulated session")
     b.add_argument("--render-threads", type=int, default=2, help="scaling sweep: the server's render threads")
-    b.add_argument("--workers", type=int, default=0,
-                   help="the benchmarked server's worker processes (lpm-npc serve --workers)")
+    b.add_argument("--workers", type=_workers_arg, default="auto",
+                   help="the benchmarked server's worker processes (lpm-npc serve --workers; default auto: one "
+                        "per core when benchmarking several NPCs, none for one)")
     b.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
                    help="scaling sweep: the server's renderer backend (lpm-npc serve --backend)")
     b.add_argument("--device", default="cpu", help="scaling sweep: the backend's device (e.g. cuda, tensorrt-ep)")
     b.add_argument("--fps", type=int, default=30)
-    b.add_argument("--client", default="python", choices=["python", "cpp"],
+    b.add_argument("--client", default="auto", choices=["auto", "python", "cpp"],
                    help="the benchmark's clients: Python threads, or one native process built from the Unreal "
-                        "bridge's C++ core (as a game links it; needs cmake and gRPC C++ to build)")
+                        "bridge's C++ core (as a game links it; needs cmake and gRPC C++ to build); auto: the "
+                        "native one when it builds here, else Python (it takes more of the machine's CPU)")
     b.add_argument("--json", default=None)
     b.set_defaults(func=_bench)
 

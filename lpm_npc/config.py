@@ -14,6 +14,30 @@ MIN_SIZE, MAX_SIZE = 16, 1024
 DEFAULT_CHARACTER_ID = "default"
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+MAX_AUTO_WORKERS = 8  # each worker process holds its own torch, renderer and models (~330 MB at idle)
+
+
+def auto_worker_processes(device: str = "cpu") -> int:
+    """`--workers auto`: one worker process per usable core on CPU (one process is held to about one
+    core by Python's GIL), at most MAX_AUTO_WORKERS; 0 (everything in the server process) on one core.
+    With a GPU the frames are made there, and the processes only spread the per-session CPU work
+    (audio features, lip-sync, motion, encoding): half the cores, at most 4."""
+    cores = usable_cores()
+    if cores < 2:
+        return 0
+    if str(device).startswith("cpu"):
+        return min(cores, MAX_AUTO_WORKERS)
+    return max(1, min(cores // 2, 4))
+
+
 def default_cache_dir() -> Path:
     """Where rigs are cached: $LPM_NPC_CACHE, else ~/.cache/lpm-npc."""
     env = os.environ.get("LPM_NPC_CACHE")
@@ -101,11 +125,18 @@ class ServerConfig:
     # doing audio, motion, batched rendering and encoding for its sessions (runtime/workers.py).
     worker_processes: int = 0
     # Admission control (see runtime/capacity.py). A frame costs fixed + per-megapixel ms of one
-    # render thread; 0 = measure both at start-up on this machine and backend.
+    # frame maker (a render thread, or a worker process); 0 = measure both at start-up on this machine
+    # and backend (a talking NPC's frame, all makers at once) and add the serving cost below.
     admission: bool = True
     frame_cost_fixed_ms: float = 0.0
     frame_cost_per_mpx_ms: float = 0.0
-    utilisation: float = 0.85       # share of the render threads' time the server may commit
+    # The server's own work per frame besides making it (the gRPC message with the pixels, pacing, a
+    # worker's pipe and frame ring), added to the measured cost: `lpm-npc bench` on the 2-core VM gave
+    # server + worker CPU per delivered frame about 2.2 ms over the calibrated cost at 256x256 and
+    # 5.7 ms at 512x512 (docs/bench_scaling_cpu_cppclient.json).
+    serve_cost_fixed_ms: float = 1.0
+    serve_cost_per_mpx_ms: float = 18.0
+    utilisation: float = 0.85       # share of the frame makers' time the server may commit
     coalesce_ms: float = 2.0        # a tick's batch waits this long for the rest of its requests
     drain_seconds: float = 5.0
     outbound_queue_frames: int = 2

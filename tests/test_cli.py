@@ -112,3 +112,22 @@ def test_serve_refuses_a_busy_port(cache_dir):
         result = _run_cli("serve", "--port", str(port), "--cache-dir", str(cache_dir), timeout=120)
     assert result.returncode == 2
     assert "could not bind" in result.stderr or "address" in result.stderr.lower()
+
+
+def test_workers_auto_is_one_process_per_usable_core(monkeypatch):
+    import argparse
+    import os
+
+    from lpm_npc import cli, config
+
+    assert cli._workers_arg("auto") == "auto" and cli._workers_arg("3") == 3
+    for bad in ("-1", "many"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli._workers_arg(bad)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert cli._workers("auto", "cpu") == 2 and cli._workers(0, "cpu") == 0
+    assert cli._workers("auto", "cuda") == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    assert cli._workers("auto", "cpu") == config.MAX_AUTO_WORKERS and cli._workers("auto", "cuda") == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert cli._workers("auto", "cpu") == 0   # one core: no worker processes to spread over

@@ -10,7 +10,7 @@ import pytest
 
 from grpc_helpers import collect
 from lpm_npc.config import OutputOptions, ServerConfig, SessionOptions
-from lpm_npc.runtime.capacity import Capacity, FrameCost, measure_frame_cost
+from lpm_npc.runtime.capacity import Capacity, FrameCost, measure_concurrent_frame_cost, measure_frame_cost
 from lpm_npc.runtime.scheduler import FrameScheduler, SchedulerClosedError, aligned_start
 from lpm_npc.runtime.session import PerformSession
 from lpm_npc.types import Emotion
@@ -192,6 +192,70 @@ def test_frame_cost_is_measured_from_real_frames(rig_and_prepared):
         sched.close()
     assert cost.fixed_ms > 0 and cost.per_mpx_ms > 0
     assert cost.ms(512, 512) > cost.ms(64, 64)
+
+
+def _sleepy_maker(lock: threading.Lock):
+    """A frame maker whose frames take 0.5 + 20/Mpx ms each of something it holds `lock` for."""
+    import time
+
+    def make(size, batch):
+        with lock:
+            time.sleep(batch * (0.5 + 20.0 * size * size / 1e6) / 1000.0)
+    return make
+
+
+def test_concurrent_calibration_shows_what_the_makers_share():
+    """Makers that serialise on one lock (threads on one GIL) each measure about twice the cost of one
+    maker alone; makers that share nothing measure about the same. A single-maker measurement would
+    have promised the first case twice what it can make."""
+    one = measure_concurrent_frame_cost([_sleepy_maker(threading.Lock())], batch=2)
+    shared_lock = threading.Lock()
+    shared = measure_concurrent_frame_cost([_sleepy_maker(shared_lock), _sleepy_maker(shared_lock)], batch=2)
+    apart = measure_concurrent_frame_cost([_sleepy_maker(threading.Lock()), _sleepy_maker(threading.Lock())],
+                                          batch=2)
+    assert shared.ms(256, 256) > 1.7 * one.ms(256, 256)
+    assert apart.ms(256, 256) < 1.3 * one.ms(256, 256)
+
+
+def test_a_failing_frame_maker_fails_the_calibration_without_hanging_the_others():
+    def broken(size, batch):
+        raise RuntimeError("no renderer")
+
+    with pytest.raises(RuntimeError, match="no renderer"):
+        measure_concurrent_frame_cost([_sleepy_maker(threading.Lock()), broken], batch=1, repeats=1)
+
+
+def test_calibration_frames_are_those_of_talking_npcs(rig_and_prepared):
+    from lpm_npc.runtime.calibration import TalkingFrameMaker
+    from lpm_npc.performance.motion import CHANNEL_INDEX
+
+    rt, rig, prepared = rig_and_prepared
+    make = TalkingFrameMaker(rig, prepared, rt.renderer)
+    try:
+        jaw = []
+        for _ in range(40):
+            jaw += [f.motion.values[CHANNEL_INDEX["jaw_open"]] for f in make(64, 2)]
+        assert len(jaw) == 80
+        assert max(jaw) > 0.2   # the mouth moves: lip-sync and mouth layers are in the measured cost
+    finally:
+        make.close()
+
+
+def test_in_process_capacity_counts_the_render_threads_at_once_and_the_serving_cost(cache_dir):
+    from lpm_npc.runtime.runtime import Runtime
+
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, render_threads=2, serve_cost_fixed_ms=1.0,
+                              serve_cost_per_mpx_ms=18.0))
+    try:
+        cap = rt.calibrate()
+        assert cap.budget_ms_per_s == pytest.approx(2 * 1000 * rt.config.utilisation)
+        assert cap.cost.fixed_ms > 1.0 and cap.cost.per_mpx_ms > 18.0
+        assert 1 <= cap.max_sessions_at(256, 256, 30) < cap.budget_ms_per_s / 30 / (1.0 + 18.0 * 0.065536)
+        with pytest.raises(Exception) as err:
+            rt.admit(256, 256, 30 * (cap.max_sessions_at(256, 256, 30) + 1))
+        assert "--workers" in str(err.value) or (len(__import__("os").sched_getaffinity(0)) == 1)
+    finally:
+        rt.close()
 
 
 @pytest.fixture()

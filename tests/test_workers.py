@@ -231,6 +231,18 @@ def test_a_killed_worker_ends_its_session_with_internal_and_others_carry_on(wser
     assert len(got.frames) == 5 and not got.errors
 
 
+def test_workers_calibrate_at_once_and_the_budget_counts_them(wserver):
+    """Each worker measures a talking NPC's frame while the other does too (they share the cores)."""
+    from lpm_npc.runtime.capacity import Capacity
+
+    pool = wserver.runtime.pool
+    cost = pool.calibrate()
+    assert cost.fixed_ms > 0 and cost.per_mpx_ms > 0
+    assert cost.ms(512, 512) > cost.ms(128, 128)
+    cap = Capacity(cost, wserver.runtime._budget_ms_per_s())
+    assert cap.budget_ms_per_s == pytest.approx(2 * 1000 * wserver.runtime.config.utilisation)
+
+
 def test_server_stop_leaves_no_worker_process(cache_dir):
     from lpm_npc.client import NpcClient
     from lpm_npc.server.app import BackgroundServer

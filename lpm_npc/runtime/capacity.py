@@ -13,6 +13,7 @@ counts its w * h pixels plus `fixed_px` = fixed_ms / per-pixel cost, its share o
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -61,19 +62,71 @@ def measure_frame_cost(make_frames, sizes: tuple[int, int] = (128, 384), batch: 
     """Fit fixed + per-pixel cost from timing `make_frames(size, batch)` (which makes `batch` frames).
 
     The best of `repeats` runs is used (a noisy machine only ever makes things slower)."""
+    return measure_concurrent_frame_cost([make_frames], sizes, batch, repeats)
+
+
+def measure_concurrent_frame_cost(makers: list, sizes: tuple[int, int] = (128, 384), batch: int = 8,
+                                  repeats: int = 3) -> FrameCost:
+    """The cost of a frame to one of `makers` frame makers while all of them make frames at once.
+
+    Each `make(size, batch)` runs on its own thread, in lock-step: every step starts together (a
+    barrier) and takes as long as its slowest maker. So what the makers share shows in the cost:
+    Python's GIL for render threads of one process, cores and caches for processes on fewer cores
+    than makers. A budget of `len(makers) * 1000` ms/s then holds what they can really make; one
+    maker alone would have measured the ideal of an idle machine and over-promised.
+    The best of `repeats` steps is used (a noisy machine only ever makes things slower)."""
+    n = len(makers)
+    if n == 0:
+        raise ValueError("measure_concurrent_frame_cost needs at least one frame maker")
+    barrier = threading.Barrier(n)
+    steps = [(size, timed) for size in sizes for timed in [False] + [True] * repeats]  # a warm-up per size
+    took = [[0.0] * len(steps) for _ in range(n)]
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            for i, (size, _) in enumerate(steps):
+                barrier.wait()
+                t0 = time.perf_counter()
+                makers[k](size, batch)
+                took[k][i] = time.perf_counter() - t0
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - re-raised below; the others stop at the barrier
+            errors.append(exc)
+            barrier.abort()
+
+    if n == 1:
+        run(0)
+    else:
+        threads = [threading.Thread(target=run, args=(k,), name=f"calibrate-{k}") for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
     ms = []
     for size in sizes:
-        make_frames(size, batch)  # warm-up (caches, allocations)
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            make_frames(size, batch)
-            best = min(best, (time.perf_counter() - t0) * 1000.0 / batch)
-        ms.append(best)
+        step_ms = [max(took[k][i] for k in range(n)) * 1000.0 / batch
+                   for i, (s, timed) in enumerate(steps) if s == size and timed]
+        ms.append(min(step_ms))
+    return _fit(sizes, ms, n)
+
+
+def _fit(sizes: tuple[int, int], ms: list[float], makers: int = 1) -> FrameCost:
     px = np.array([s * s / 1e6 for s in sizes])
     slope = max((ms[1] - ms[0]) / (px[1] - px[0]), 1e-3)
     fixed = max(ms[0] - slope * px[0], 0.05)
     cost = FrameCost(fixed_ms=float(fixed), per_mpx_ms=float(slope))
-    log.info("frame cost measured: %.2f ms + %.2f ms/Mpx (%s px: %s ms)", cost.fixed_ms, cost.per_mpx_ms,
-             sizes, [round(x, 2) for x in ms])
+    log.info("frame cost measured with %d frame maker(s) at once: %.2f ms + %.2f ms/Mpx (%s px: %s ms)", makers,
+             cost.fixed_ms, cost.per_mpx_ms, sizes, [round(x, 2) for x in ms])
     return cost
+
+
+def combine_costs(costs: list[FrameCost]) -> FrameCost:
+    """One cost for makers measured side by side (worker processes calibrating at once): their mean."""
+    if not costs:
+        raise ValueError("no frame costs to combine")
+    return FrameCost(fixed_ms=float(np.mean([c.fixed_ms for c in costs])),
+                     per_mpx_ms=float(np.mean([c.per_mpx_ms for c in costs])))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -14,7 +15,8 @@ from ..config import MAX_SIZE, SUPPORTED_FPS, ServerConfig, SessionOptions
 from ..errors import CapacityError
 from ..render.backends import available_backends as _available_backends
 from ..render.backends import make_renderer
-from .capacity import Capacity, FrameCost, measure_frame_cost
+from .calibration import measure_talking_frame_cost
+from .capacity import Capacity, FrameCost
 from .scheduler import FrameScheduler
 from .session import PerformSession
 
@@ -79,33 +81,34 @@ class Runtime:
                                      self._budget_ms_per_s())
 
     # -- capacity -------------------------------------------------------------------------------
+    def _makers(self) -> int:
+        """Frame makers working at once: the worker processes (one frame thread each), or the render threads."""
+        return max(1, self.config.worker_processes or self.config.render_threads)
+
     def _budget_ms_per_s(self) -> float:
-        makers = self.config.worker_processes or self.config.render_threads  # one render thread per worker
-        return 1000.0 * max(1, makers) * self.config.utilisation
+        return 1000.0 * self._makers() * self.config.utilisation
 
     def calibrate(self) -> Capacity:
-        """Measure the cost of a frame on this machine and backend (batched, like the server runs)."""
+        """Measure what a talking NPC's frame costs here, with every frame maker working at once (the
+        render threads of this process, which share one GIL; or the worker processes, which share the
+        cores), so the budget promises only what they can make together."""
         if self.capacity is not None:
             return self.capacity
-        from ..config import DEFAULT_CHARACTER_ID, OutputOptions
+        from ..config import DEFAULT_CHARACTER_ID
 
-        rig = self.store.get(DEFAULT_CHARACTER_ID)
-        prepared = self._prepare(DEFAULT_CHARACTER_ID, rig)
-        cache: dict[int, list[PerformSession]] = {}
-
-        def make(size: int, batch: int) -> None:
-            sessions = cache.get(size)
-            if sessions is None:
-                opts = SessionOptions(output=OutputOptions(width=size, height=size))
-                sessions = cache[size] = [PerformSession(opts, rig, prepared, self.renderer, seed=i)
-                                          for i in range(batch)]
-            self.scheduler.render_now(sessions)
-
-        cost = measure_frame_cost(make)
+        if self.pool is not None:
+            cost = self.pool.calibrate()
+        else:
+            rig = self.store.get(DEFAULT_CHARACTER_ID)
+            prepared = self._prepare(DEFAULT_CHARACTER_ID, rig)
+            cost = measure_talking_frame_cost(rig, prepared, self.renderer, makers=self._makers())
+        cost = FrameCost(cost.fixed_ms + self.config.serve_cost_fixed_ms,
+                         cost.per_mpx_ms + self.config.serve_cost_per_mpx_ms)
         self.capacity = Capacity(cost, self._budget_ms_per_s())
         cap = self.capacity
-        log.info("capacity: %.0f worker-ms/s; about %d NPCs at 256x256@30, %d at 512x512@30",
-                 cap.budget_ms_per_s, cap.max_sessions_at(256, 256, 30), cap.max_sessions_at(512, 512, 30))
+        log.info("capacity: %.0f frame-maker ms/s, %.2f ms + %.2f ms/Mpx per frame with serving; about %d NPCs "
+                 "at 256x256@30, %d at 512x512@30", cap.budget_ms_per_s, cap.cost.fixed_ms, cap.cost.per_mpx_ms,
+                 cap.max_sessions_at(256, 256, 30), cap.max_sessions_at(512, 512, 30))
         return cap
 
     def committed_ms_per_s(self, exclude: PerformSession | None = None) -> float:
@@ -128,7 +131,16 @@ class Runtime:
                 f"{cap.budget_ms_per_s:.0f} render-ms per second and a {width}x{height}@{fps} stream needs "
                 f"{need:.0f} more (this server fits about {cap.max_sessions_at(width, height, fps)} such "
                 "streams). Lower the size or fps of far NPCs (Control ACTION_SET_OUTPUT), pause hidden "
-                "ones (ACTION_PAUSE), or start another server.")
+                "ones (ACTION_PAUSE), or start another server" + self._more_hint() + ".")
+
+    def _more_hint(self) -> str:
+        """How this machine could give more, when the server leaves cores unused."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if self.pool is None and cores > 1 and self.config.device == "cpu":
+            return (f"; this server makes frames in one process (one Python GIL), so it uses about one of this "
+                    f"machine's {cores} cores: `lpm-npc serve --workers {cores}` shards sessions over {cores} "
+                    "processes")
+        return ""
 
     # -- sessions -------------------------------------------------------------------------------
     def open_session(self, options: SessionOptions, seed: int | None = None) -> PerformSession:

@@ -287,6 +287,18 @@ class _Worker:
     def op_ping(self) -> int:
         return os.getpid()
 
+    def op_calibrate(self) -> tuple[float, float]:
+        """(fixed_ms, per_mpx_ms) of a talking NPC's frame here; the pool asks every worker at once."""
+        from ..config import DEFAULT_CHARACTER_ID
+        from .calibration import measure_talking_frame_cost
+
+        rig = self.store.get(DEFAULT_CHARACTER_ID)
+        prepared = self._prepared.get(DEFAULT_CHARACTER_ID)
+        if prepared is None:
+            prepared = self._prepared[DEFAULT_CHARACTER_ID] = self.renderer.prepare(rig)
+        cost = measure_talking_frame_cost(rig, prepared, self.renderer)
+        return cost.fixed_ms, cost.per_mpx_ms
+
 
 def _portable(exc: BaseException) -> BaseException:
     """An exception that survives pickling (LpmError subclasses do; others become RuntimeError)."""
@@ -494,7 +506,12 @@ class WorkerHandle:
             self.send("shutdown")
         except WorkerExitedError:
             pass
-        self.proc.join(timeout)
+        deadline = time.monotonic() + timeout
+        # The reader thread joins the exiting worker too: whichever reaps it first, the other's waitpid
+        # fails and its join() returns with the process looking alive until the first has recorded the
+        # exit code. Wait out that moment rather than call a worker that stopped "stuck".
+        while self.proc.is_alive() and time.monotonic() < deadline:
+            self.proc.join(min(0.05, max(0.0, deadline - time.monotonic())))
         if self.proc.is_alive():
             log.warning("worker %d did not stop in %.1f s; terminating it", self.slot, timeout)
             self.proc.terminate()
@@ -536,6 +553,19 @@ class WorkerPool:
 
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.alive]
+
+    def calibrate(self, timeout: float = START_TIMEOUT_S):
+        """The cost of a talking NPC's frame to one worker while all of them measure it at once (they
+        share the machine's cores and caches as they will when serving): the mean of their figures."""
+        from .capacity import FrameCost, combine_costs
+
+        self.wait_ready(timeout)
+        futures = [w.call("calibrate") for w in list(self.workers) if w.alive]
+        costs = [FrameCost(*f.result(timeout)) for f in futures]
+        cost = combine_costs(costs)
+        log.info("frame cost of %d workers measuring at once: %.2f ms + %.2f ms/Mpx (each: %s)", len(costs),
+                 cost.fixed_ms, cost.per_mpx_ms, [(round(c.fixed_ms, 2), round(c.per_mpx_ms, 2)) for c in costs])
+        return cost
 
     def _pick(self) -> WorkerHandle:
         deadline = time.monotonic() + START_TIMEOUT_S
