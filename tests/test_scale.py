@@ -258,6 +258,54 @@ def test_in_process_capacity_counts_the_render_threads_at_once_and_the_serving_c
         rt.close()
 
 
+def test_sessions_opened_at_once_are_admitted_only_up_to_capacity(cache_dir, monkeypatch):
+    """A scene loading opens many NPCs at once; each open takes a while (a worker's round trip, a rig
+    from disk). Admission must count the ones being opened, not only the ones already open."""
+    import time
+
+    from lpm_npc.errors import CapacityError
+    from lpm_npc.runtime.runtime import Runtime
+
+    # 10 ms per 256x256 frame -> 300 ms/s per NPC at 30 fps; budget 1 x 1000 x 0.7 = 700: two fit
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, render_threads=1, utilisation=0.7, frame_cost_fixed_ms=5.0,
+                              frame_cost_per_mpx_ms=5.0 / 0.065536))
+    rt.store.ensure_default()
+    slow_get = rt.store.get
+
+    def get(character_id):
+        time.sleep(0.3)
+        return slow_get(character_id)
+
+    monkeypatch.setattr(rt.store, "get", get)
+    opened, refused = [], []
+
+    def open_one():
+        try:
+            opened.append(rt.open_session(SessionOptions(output=OutputOptions(width=256, height=256, fps=30))))
+        except CapacityError as exc:
+            refused.append(exc)
+
+    try:
+        threads = [threading.Thread(target=open_one) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(opened) == 2 and len(refused) == 3
+        assert "capacity is full" in str(refused[0])
+        assert rt.committed_ms_per_s() == pytest.approx(2 * 300.0)
+        # a failed open gives its reservation back
+        monkeypatch.setattr(rt.store, "get", lambda cid: (_ for _ in ()).throw(RuntimeError("disk gone")))
+        rt.close_session(opened.pop())
+        with pytest.raises(RuntimeError):
+            rt.open_session(SessionOptions(output=OutputOptions(width=256, height=256, fps=30)))
+        assert rt.committed_ms_per_s() == pytest.approx(300.0)
+    finally:
+        for s in opened:
+            rt.close_session(s)
+        rt.close()
+
+
 @pytest.fixture()
 def small_server(cache_dir):
     """A server whose measured capacity is replaced by a fixed one: two 256x256@30 NPCs fit, three do not."""

@@ -67,6 +67,7 @@ class Runtime:
         self._sessions: dict[str, PerformSession] = {}
         self._prepared: OrderedDict[str, object] = OrderedDict()  # LRU of renderer-ready rigs
         self._lock = threading.Lock()
+        self._opening_ms_per_s = 0.0  # admitted load of sessions still being opened
         self.scheduler = FrameScheduler(self.renderer, workers=self.config.render_threads,
                                         coalesce_s=self.config.coalesce_ms / 1000.0)
         # Sessions sharded over worker processes (runtime/workers.py); None = all in this process.
@@ -112,26 +113,42 @@ class Runtime:
         return cap
 
     def committed_ms_per_s(self, exclude: PerformSession | None = None) -> float:
+        with self._lock:
+            return self._committed_locked(exclude)
+
+    def _committed_locked(self, exclude: PerformSession | None = None) -> float:
+        """Live sessions' load plus the sessions being opened right now (caller holds self._lock)."""
         if self.capacity is None:
             return 0.0
-        with self._lock:
-            sessions = [s for s in self._sessions.values() if not s.paused and s is not exclude]
-        return sum(self.capacity.load_ms_per_s(s.output.width, s.output.height, s.output.fps) for s in sessions)
+        sessions = [s for s in self._sessions.values() if not s.paused and s is not exclude]
+        return self._opening_ms_per_s + sum(
+            self.capacity.load_ms_per_s(s.output.width, s.output.height, s.output.fps) for s in sessions)
 
     def admit(self, width: int, height: int, fps: int, replacing: PerformSession | None = None) -> None:
         """Raise CapacityError if a (width, height, fps) stream would overload the renderer."""
+        self._reserve(width, height, fps, replacing, hold=False)
+
+    def _reserve(self, width: int, height: int, fps: int, replacing: PerformSession | None = None,
+                 hold: bool = True) -> float:
+        """Admit a stream; with `hold` its load counts as committed (returned, to `_release`) until the
+        session is registered. Many NPCs opened at once (a scene loading) would otherwise all be
+        checked against the same committed load before any of them is counted, and all admitted."""
         cap = self.capacity
         if cap is None or not self.config.admission:
-            return
+            return 0.0
         need = cap.load_ms_per_s(width, height, fps)
-        committed = self.committed_ms_per_s(exclude=replacing)
-        if committed + need > cap.budget_ms_per_s:
-            raise CapacityError(
-                f"rendering capacity is full: live sessions commit {committed:.0f} of "
-                f"{cap.budget_ms_per_s:.0f} render-ms per second and a {width}x{height}@{fps} stream needs "
-                f"{need:.0f} more (this server fits about {cap.max_sessions_at(width, height, fps)} such "
-                "streams). Lower the size or fps of far NPCs (Control ACTION_SET_OUTPUT), pause hidden "
-                "ones (ACTION_PAUSE), or start another server" + self._more_hint() + ".")
+        with self._lock:
+            committed = self._committed_locked(exclude=replacing)
+            if committed + need <= cap.budget_ms_per_s:
+                if hold:
+                    self._opening_ms_per_s += need
+                return need if hold else 0.0
+        raise CapacityError(
+            f"rendering capacity is full: live sessions commit {committed:.0f} of "
+            f"{cap.budget_ms_per_s:.0f} render-ms per second and a {width}x{height}@{fps} stream needs "
+            f"{need:.0f} more (this server fits about {cap.max_sessions_at(width, height, fps)} such "
+            "streams). Lower the size or fps of far NPCs (Control ACTION_SET_OUTPUT), pause hidden "
+            "ones (ACTION_PAUSE), or start another server" + self._more_hint() + ".")
 
     def _more_hint(self) -> str:
         """How this machine could give more, when the server leaves cores unused."""
@@ -153,17 +170,24 @@ class Runtime:
                     "close an NPC session or start another server (--max-sessions)."
                 )
         o = options.output
-        self.admit(o.width, o.height, o.fps)
-        # Loads (or builds and caches on disk) the rig here: a worker process loads it from the cache.
-        rig = self.store.get(options.character_id)
-        resume_state = self.resume.take(options.resume_token) if options.resume_token else None
-        if self.pool is not None:
-            session = self.pool.open_session(options, uuid.uuid4().hex[:16], seed=seed, resume_state=resume_state)
-        else:
-            prepared = self._prepare(options.character_id, rig)
-            session = PerformSession(options, rig, prepared, self.renderer, resume_state=resume_state,
-                                     seed=seed)
+        reserved = self._reserve(o.width, o.height, o.fps)
+        try:
+            # Loads (or builds and caches on disk) the rig here: a worker process loads it from the cache.
+            rig = self.store.get(options.character_id)
+            resume_state = self.resume.take(options.resume_token) if options.resume_token else None
+            if self.pool is not None:
+                session = self.pool.open_session(options, uuid.uuid4().hex[:16], seed=seed,
+                                                 resume_state=resume_state)
+            else:
+                prepared = self._prepare(options.character_id, rig)
+                session = PerformSession(options, rig, prepared, self.renderer, resume_state=resume_state,
+                                         seed=seed)
+        except BaseException:
+            with self._lock:
+                self._opening_ms_per_s -= reserved
+            raise
         with self._lock:
+            self._opening_ms_per_s -= reserved  # from here on the session itself counts
             full = len(self._sessions) >= self.config.max_sessions
             if not full:
                 self._sessions[session.session_id] = session
