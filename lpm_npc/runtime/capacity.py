@@ -1,10 +1,12 @@
 """Admission control: how much rendering this server can promise, and who is refused.
 
-A frame of w x h costs about `fixed_ms + per_mpx_ms * w * h / 1e6` of one worker's time (motion,
-render, encode; measured at start-up on this machine and backend, or set in config). A session
-costs fps times that per second. The server has `workers * 1000 * utilisation` ms per second to
-give; a session that would take the committed load past it is refused with RESOURCE_EXHAUSTED,
-rather than making every NPC late. Paused sessions commit nothing.
+A frame of w x h costs about `fixed_ms + per_mpx_ms * w * h / 1e6` of one frame maker's time (a
+render thread of the server process, or a worker process): measured at start-up on this machine and
+backend with talking NPCs and every maker working at once (runtime/calibration.py), plus the serving
+cost from config; or set in config. A session costs fps times that per second. The server has
+`makers * 1000 * utilisation` ms per second to give; a session that would take the committed load past
+it is refused with RESOURCE_EXHAUSTED, rather than making every NPC late. Paused sessions commit
+nothing; sessions being opened commit their load from the moment they are admitted.
 
 Loads are reported in *pixel-equivalents per second* (ServerInfo.capacity_pixels_per_s): a frame
 counts its w * h pixels plus `fixed_px` = fixed_ms / per-pixel cost, its share of the fixed cost.
@@ -58,15 +60,13 @@ class Capacity:
 
 
 def measure_frame_cost(make_frames, sizes: tuple[int, int] = (128, 384), batch: int = 8,
-                       repeats: int = 3) -> FrameCost:
-    """Fit fixed + per-pixel cost from timing `make_frames(size, batch)` (which makes `batch` frames).
-
-    The best of `repeats` runs is used (a noisy machine only ever makes things slower)."""
+                       repeats: int = 5) -> FrameCost:
+    """Fit fixed + per-pixel cost from timing `make_frames(size, batch)` (which makes `batch` frames)."""
     return measure_concurrent_frame_cost([make_frames], sizes, batch, repeats)
 
 
 def measure_concurrent_frame_cost(makers: list, sizes: tuple[int, int] = (128, 384), batch: int = 8,
-                                  repeats: int = 3) -> FrameCost:
+                                  repeats: int = 5) -> FrameCost:
     """The cost of a frame to one of `makers` frame makers while all of them make frames at once.
 
     Each `make(size, batch)` runs on its own thread, in lock-step: every step starts together (a
@@ -74,7 +74,9 @@ def measure_concurrent_frame_cost(makers: list, sizes: tuple[int, int] = (128, 3
     Python's GIL for render threads of one process, cores and caches for processes on fewer cores
     than makers. A budget of `len(makers) * 1000` ms/s then holds what they can really make; one
     maker alone would have measured the ideal of an idle machine and over-promised.
-    The best of `repeats` steps is used (a noisy machine only ever makes things slower)."""
+    The median of `repeats` steps is used: the sessions admitted on it run for hours, through the
+    machine's slow spells as well as its fast ones (the best step over-promised by 10-20 % on a
+    shared VM)."""
     n = len(makers)
     if n == 0:
         raise ValueError("measure_concurrent_frame_cost needs at least one frame maker")
@@ -110,7 +112,7 @@ def measure_concurrent_frame_cost(makers: list, sizes: tuple[int, int] = (128, 3
     for size in sizes:
         step_ms = [max(took[k][i] for k in range(n)) * 1000.0 / batch
                    for i, (s, timed) in enumerate(steps) if s == size and timed]
-        ms.append(min(step_ms))
+        ms.append(float(np.median(step_ms)))
     return _fit(sizes, ms, n)
 
 
