@@ -257,7 +257,8 @@ def test_torch_path_matches_cpu_path(rig):
 
 
 def test_fused_cpu_kernels_match_the_torch_stages(rig):
-    """The CPU path's numba kernels (backward map, eye and mouth layers) give what the torch stages give.
+    """The CPU path's numba kernels (geometry, backward map, eye and mouth layers) give what the torch
+    stages give.
 
     The torch stages stay the reference (they serve CUDA and the ONNX export): one renderer runs the
     kernels, the other the torch stages on the same cv2 warp, over motions that reach every branch
@@ -278,9 +279,13 @@ def test_fused_cpu_kernels_match_the_torch_stages(rig):
                          motion(smile=0.8, jaw_open=0.4, mouth_round=0.3, head_pitch=-6.0, head_roll=5.0),
                          motion(blink_l=1.0, blink_r=1.0, squint=0.5, frown=0.5, jaw_open=0.2, gaze_x=-0.3),
                          motion(lips_press=1.0, head_yaw=-4.0)])
-    # the backward map on the full coarse grid, points of a turned head included
+    # the posed vertices and the helper vertices (teeth without expression, lids without blinking)
     m = torch.from_numpy(ms)
-    _, _, pos = fused._geometry(pf, m)
+    host_pos, host_helper, pos = fused._geometry(pf, m)
+    ref_pos, ref_helper, _ = ref._geometry(pr, m)
+    assert np.abs(host_pos - ref_pos).max() < 1e-3 and np.abs(host_helper - ref_helper).max() < 1e-3  # crop px
+    assert np.abs(ref_pos - pr.rest_np).max() > 5.0   # the motions do move the face
+    # the backward map on the full coarse grid, points of a turned head included
     cell = (pf.size - 1) / (pf.grid_size - 1)
     want = backward_core(pos, pf.rest[:, :2], pf.grid_vertex, pf.grid_bary, pf.base_grid_cf, cell)
     G = pf.grid_size

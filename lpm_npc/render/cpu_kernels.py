@@ -468,6 +468,86 @@ def _interior(itex, igap, u, d_up, d_lo, gap, mw, col):
     return c0 * sh, c1 * sh, c2 * sh
 
 
+# ---------------------------------------------------------------- geometry (renderer.deform_core)
+@njit(inline="always", **_JIT)
+def _pose_vertices(terms, basis, rest, rows, head_weight, pivot, a00, a10, a20, a01, a11, a21,
+                   r00, r01, r10, r11, inv_cap2, acc, out, ob):
+    """`renderer._deform` for the vertices `rows` of `rest`, with their own `basis` columns (2 per row)."""
+    n = rows.shape[0]
+    K = terms.shape[0]
+    for j in range(2 * n):
+        acc[j] = 0.0
+    for k in range(K):  # terms @ basis, skipping the (many) zero terms
+        t = terms[k]
+        if t != 0.0:
+            for j in range(2 * n):
+                acc[j] += t * basis[k, j]
+    px, py, pz = pivot[0], pivot[1], pivot[2]
+    for i in range(n):
+        v = rows[i]
+        hw = head_weight[v]
+        ex = rest[v, 0] + acc[2 * i]
+        ey = rest[v, 1] + acc[2 * i + 1]
+        rx, ry, rz = ex - px, ey - py, rest[v, 2] - pz
+        qx = (rx * a00 + ry * a10 + rz * a20) * hw
+        qy = (rx * a01 + ry * a11 + rz * a21) * hw
+        m2 = (qx * qx + qy * qy) * inv_cap2
+        f = (1.0 + m2 * m2) ** -0.25   # soft cap of the parallax
+        x1 = ex + qx * f
+        y1 = ey + qy * f
+        dx, dy = x1 - px, y1 - py
+        out[ob, i, 0] = x1 + (dx * r00 + dy * r10) * hw
+        out[ob, i, 1] = y1 + (dx * r01 + dy * r11) * hw
+
+
+@njit(**_JIT)
+def deform(motion, prod_idx, term_matrix, basis, rest, all_rows, head_weight, pivot, helper_ids, helper_basis,
+           cap, bias_term, keep):
+    """`renderer.deform_core` as one loop per frame: motion (B, C) -> posed vertices (B, V, 2) and helper
+    vertices (2B, M, 2) (teeth without expression, lids without blinking), crop px."""
+    B, C = motion.shape
+    E, K = term_matrix.shape
+    V = rest.shape[0]
+    M = helper_ids.shape[0]
+    pos = np.empty((B, V, 2), np.float32)
+    helper = np.empty((2 * B, M, 2), np.float32)
+    ext = np.empty(E, np.float32)
+    terms = np.empty(K, np.float32)
+    other = np.empty(K, np.float32)
+    acc = np.empty(2 * max(V, M), np.float32)
+    inv_cap2 = np.float32(1.0) / (cap * cap)
+    deg = np.float32(np.pi / 180.0)
+    for b in range(B):
+        ext[0] = 1.0
+        for c in range(C):
+            ext[1 + c] = motion[b, c]
+        for i in range(prod_idx.shape[0]):
+            ext[1 + C + i] = ext[prod_idx[i, 0]] * ext[prod_idx[i, 1]] * ext[prod_idx[i, 2]]
+        for k in range(K):
+            t = np.float32(0.0)
+            for e in range(E):
+                t += ext[e] * term_matrix[e, k]
+            terms[k] = t
+        yaw, pitch, roll = motion[b, C - 3] * deg, motion[b, C - 2] * deg, motion[b, C - 1] * deg
+        cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+        cr, sr = np.cos(roll), np.sin(roll)
+        # parallax of (Ry @ Rx - I), rows x, y (see renderer._Pose); roll as Rz - I in row-vector form
+        a00, a10, a20 = cy - 1.0, -sy * sp, -sy * cp
+        a01, a11, a21 = np.float32(0.0), cp - 1.0, -sp
+        r00, r01, r10, r11 = cr - 1.0, sr, -sr, cr - 1.0
+        _pose_vertices(terms, basis, rest, all_rows, head_weight, pivot, a00, a10, a20, a01, a11, a21,
+                       r00, r01, r10, r11, inv_cap2, acc, pos, b)
+        for k in range(K):
+            other[k] = 1.0 if k == bias_term else 0.0
+        _pose_vertices(other, helper_basis, rest, helper_ids, head_weight, pivot, a00, a10, a20, a01, a11, a21,
+                       r00, r01, r10, r11, inv_cap2, acc, helper, b)
+        for k in range(K):
+            other[k] = terms[k] * keep[k]
+        _pose_vertices(other, helper_basis, rest, helper_ids, head_weight, pivot, a00, a10, a20, a01, a11, a21,
+                       r00, r01, r10, r11, inv_cap2, acc, helper, B + b)
+    return pos, helper
+
+
 # ---------------------------------------------------------------- compile before the first frame
 _warm_lock = threading.Lock()
 _warmed = False
@@ -515,5 +595,9 @@ def _compile_all() -> None:
               np.zeros(2, f32), False, np.ones(2, f32), np.ascontiguousarray(tex[:3]), tex, np.zeros((2, 2, 3), f32))
     mouth_layer(frames, np.array([0, 0, 2, 2], np.int64), np.zeros((1, 3, 3), f32), np.zeros((1, 13, 4), f32),
                 np.zeros((5, 3), f32), f32(10.0), f32(0.0), False, np.zeros((3, 2, 2), f32), np.zeros((1, 1, 2), f32))
+    rows = np.arange(3, dtype=np.int64)
+    deform(np.zeros((1, 6), f32), np.zeros((1, 3), np.int64), np.zeros((8, 2), f32), np.zeros((2, 6), f32),
+           np.zeros((3, 3), f32), rows, np.ones(3, f32), np.zeros(3, f32), rows[:2], np.zeros((2, 4), f32),
+           f32(1.0), 0, np.ones(2, f32))
     log.info("CPU render kernels ready in %.1f s (numba; compiled once, then loaded from its cache)",
              time.perf_counter() - t0)

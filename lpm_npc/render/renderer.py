@@ -487,6 +487,16 @@ class TorchRenderer:
         prepared.host.update(
             eye_upper=np.asarray(g.eye_upper, np.int64).reshape(-1), eye_lower=np.asarray(g.eye_lower, np.int64).reshape(-1),
             mouth_upper=np.asarray(g.mouth_upper, np.int64), mouth_lower=np.asarray(g.mouth_lower, np.int64))
+        if prepared.device.type == "cpu":  # the fused geometry kernel's tables (contiguous, its exact types)
+            _, keep = _term_masks(torch.device("cpu"))
+            prepared.host.update(
+                rest=np.ascontiguousarray(g.vertices, np.float32),
+                basis=np.ascontiguousarray(g.basis.reshape(K, -1), np.float32),
+                head_weight=np.ascontiguousarray(g.head_weight, np.float32).reshape(-1),
+                pivot=np.ascontiguousarray(g.pivot, np.float32).reshape(-1),
+                all_rows=np.arange(V, dtype=np.int64), helper_ids=helper,
+                helper_basis=np.ascontiguousarray(g.basis[:, helper].reshape(K, -1), np.float32),
+                keep=np.ascontiguousarray(keep.numpy(), np.float32))
         return prepared
 
     # ------------------------------------------------------------------ per frame
@@ -572,6 +582,13 @@ class TorchRenderer:
     # ------------------------------------------------------------------ stages (overridden by backends)
     def _geometry(self, p: PreparedRig, motion: torch.Tensor) -> tuple[np.ndarray, np.ndarray, object]:
         """Posed vertices (B, V, 2) and helper vertices (2B, M, 2) on the host, plus what `_backward` needs."""
+        if self._fused(p) and "basis" in p.host:
+            h = p.host
+            pos_np, helper_np = cpu_kernels.deform(
+                np.ascontiguousarray(motion.numpy(), np.float32), _PROD_IDX, _TERM_MATRIX, h["basis"], h["rest"],
+                h["all_rows"], h["head_weight"], h["pivot"], h["helper_ids"], h["helper_basis"],
+                np.float32(HEAD_CAP * p.face_width), TERM_INDEX["bias"], h["keep"])
+            return pos_np, helper_np, torch.from_numpy(pos_np)
         pos, helper = deform_core(motion, p.rest, p.basis, p.head_weight, p.pivot, p.helper_ids, p.helper_basis,
                                   HEAD_CAP * p.face_width)
         host = torch.cat([pos.reshape(-1), helper.reshape(-1)]).cpu().numpy()   # the one host sync
