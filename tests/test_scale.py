@@ -320,8 +320,12 @@ def small_server(cache_dir):
     srv.stop()
 
 
-def test_admission_control_refuses_beyond_capacity_and_pause_frees_it(small_server):
+def test_admission_control_refuses_beyond_capacity_and_pause_frees_it(small_server, caplog):
+    import logging
+
     from lpm_npc.client import NpcClient
+
+    caplog.set_level(logging.INFO, logger="lpm_npc.server.servicer")
 
     client = NpcClient(small_server.address)
     client.wait_ready(30)
@@ -337,6 +341,7 @@ def test_admission_control_refuses_beyond_capacity_and_pause_frees_it(small_serv
             collect(client.perform(width=256, fps=30), max_frames=1)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "capacity" in err.value.details() and "ACTION_SET_OUTPUT" in err.value.details()
+        assert "session refused (RESOURCE_EXHAUSTED): rendering capacity is full" in caplog.text  # for the operator
         # a far NPC at a lower level of detail still fits
         small = client.perform(width=64, fps=15)
         collect(small, max_frames=1)

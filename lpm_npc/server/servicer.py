@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from ..errors import LpmError
+from ..errors import CapacityError, LpmError
 from ..performance.direction import interpret_or_none, validate_direction
 from ..runtime.runtime import Runtime
 from ..runtime.scheduler import SchedulerClosedError, aligned_start
@@ -94,6 +94,8 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             options = convert.session_options_from_pb(first.config)
             session = await loop.run_in_executor(self.executor, self.runtime.open_session, options)
         except LpmError as exc:
+            if isinstance(exc, CapacityError):  # the operator should see refusals, not only the client
+                log.info("session refused (%s): %s", exc.status.name, exc.message)
             await context.abort(exc.status, exc.message)
 
         out = OutboundQueue(self.runtime.config.outbound_queue_frames)
