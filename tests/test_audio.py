@@ -163,3 +163,24 @@ def test_features_describe_speech(speech_16k):
     pitch = speech[loud & (speech[:, F["voicing"]] > 0.6), F["pitch_hz"]]
     assert pitch.size > 20 and 60 < np.median(pitch) < 200   # eSpeak's default male voice
     assert (speech[:, F["onset"]] > 5).sum() >= 5
+
+
+@pytest.mark.parametrize("formants", [False, True])
+def test_feature_kernel_gives_the_numpy_features(speech_16k, formants, monkeypatch):
+    """The compiled per-row steps (used once warmed up) give the numpy steps' rows, chunk by chunk,
+    the onset flux carried across chunks included."""
+    from lpm_npc.audio import feature_kernel
+
+    assert feature_kernel.warm_up(), "numba is a dependency: the features' kernel must compile"
+    x = np.concatenate([np.zeros(3000, np.float32), speech_16k, np.zeros(2000, np.float32)]).astype(np.float32)
+    cuts = np.cumsum(np.random.default_rng(3).integers(40, 900, size=400))
+    chunks = np.split(x, cuts[cuts < x.size])
+    rows = {}
+    for use in (False, True):
+        monkeypatch.setattr(feature_kernel, "READY", use)
+        fe = FeatureExtractor(formants=formants)
+        rows[use] = np.concatenate([fe.push(c) for c in chunks])
+    assert rows[True].shape == rows[False].shape and rows[True].shape[0] > 200
+    assert np.abs(rows[True] - rows[False]).max() < 1e-3
+    voiced = rows[True][:, F["voicing"]] > 0.45
+    assert voiced.mean() > 0.2 and rows[True][voiced, F["pitch_hz"]].min() > 60  # real speech went through

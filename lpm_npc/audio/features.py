@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import feature_kernel
+
 RATE = 16000
 HOP = 160
 WIN = 512
@@ -71,7 +73,7 @@ class FeatureExtractor:
     def reset(self) -> None:
         self._buf = np.zeros(WIN, np.float32)    # last WIN samples (zeros before the start)
         self._pending = np.zeros(0, np.float32)  # samples of the incomplete hop
-        self._prev_bands = np.full(len(_BANDS_HZ), -100.0, np.float32)
+        self._prev_bands = np.full(len(_BANDS_HZ), -100.0)  # float64, as the band levels are
         self.rows_emitted = 0
         self.last_power: np.ndarray | None = None  # (n_hops, NFFT//2+1) power spectra of the last push's frames
 
@@ -94,13 +96,21 @@ class FeatureExtractor:
         self.rows_emitted += n_hops
         return rows
 
-    def _features(self, frames: np.ndarray) -> np.ndarray:
+    def _features(self, frames: np.ndarray, kernel: bool | None = None) -> np.ndarray:
+        """`kernel`: the per-row steps as one numba loop (feature_kernel); default: once it is warmed up."""
         n = frames.shape[0]
         out = np.zeros((n, NUM_FEATURES), np.float32)
         frames = frames - frames.mean(axis=1, keepdims=True)
-        out[:, F["rms_db"]] = 10 * np.log10(np.mean(frames ** 2, axis=1) + _EPS)
         spec = np.abs(np.fft.rfft(frames * self._window, NFFT)) ** 2
         self.last_power = spec   # the learned lip-sync's mel front end frames the audio the same way
+        if feature_kernel.READY if kernel is None else kernel:
+            ac = np.fft.irfft(np.abs(np.fft.rfft(frames, 2 * WIN)) ** 2, 2 * WIN)
+            feature_kernel.feature_rows(frames, spec, ac, self._band_masks_t, self._all, self._centroid_w,
+                                        self._prev_bands, _MIN_LAG, _MAX_LAG, float(RATE), _VOICED, out)
+            if self.formants:
+                self._add_formants(frames, out)
+            return out
+        out[:, F["rms_db"]] = 10 * np.log10(np.mean(frames ** 2, axis=1) + _EPS)
         bands = 10 * np.log10(spec @ self._band_masks_t / WIN + _EPS)
         out[:, F["low_db"]:F["hf_db"] + 1] = bands
         total = spec @ self._all + _EPS
@@ -122,11 +132,14 @@ class FeatureExtractor:
         out[:, F["voicing"]] = voicing
         out[:, F["pitch_hz"]] = np.where(voicing > _VOICED, RATE / (lag + _MIN_LAG), 0.0)
         if self.formants:
-            f1, f2 = _formants(frames, self._lpc_window)
-            voiced = voicing > _VOICED
-            out[:, F["f1_hz"]] = np.where(voiced, f1, 0.0)
-            out[:, F["f2_hz"]] = np.where(voiced, f2, 0.0)
+            self._add_formants(frames, out)
         return out
+
+    def _add_formants(self, frames: np.ndarray, out: np.ndarray) -> None:
+        f1, f2 = _formants(frames, self._lpc_window)
+        voiced = out[:, F["voicing"]] > _VOICED
+        out[:, F["f1_hz"]] = np.where(voiced, f1, 0.0)
+        out[:, F["f2_hz"]] = np.where(voiced, f2, 0.0)
 
 
 def _formants(frames: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

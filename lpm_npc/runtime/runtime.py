@@ -10,6 +10,7 @@ import uuid
 from collections import OrderedDict
 
 from .. import __version__
+from ..audio import feature_kernel
 from ..character.store import CharacterInfo, CharacterStore
 from ..config import MAX_SIZE, SUPPORTED_FPS, ServerConfig, SessionOptions
 from ..errors import CapacityError
@@ -63,6 +64,7 @@ class Runtime:
         self.config = config or ServerConfig()
         self.store = CharacterStore(self.config.cache_dir)
         self.renderer = make_renderer(self.config.backend, self.config.device, self.config.cache_dir)
+        feature_kernel.warm_up()  # the speech features' compiled steps, before any session's audio
         self.resume = ResumeStore()
         self._sessions: dict[str, PerformSession] = {}
         self._prepared: OrderedDict[str, object] = OrderedDict()  # LRU of renderer-ready rigs

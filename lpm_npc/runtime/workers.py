@@ -106,6 +106,7 @@ def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tu
 
 class _Worker:
     def __init__(self, conn, config: ServerConfig, ring: tuple[str, int] | None = None):
+        from ..audio import feature_kernel
         from ..character.store import CharacterStore
         from ..render.backends import make_renderer
         from .scheduler import FrameScheduler
@@ -115,6 +116,7 @@ class _Worker:
         self._send_lock = threading.Lock()
         self.store = CharacterStore(config.cache_dir)
         self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
+        feature_kernel.warm_up()  # the speech features' compiled steps, before any session's audio
         self._outbox: list[tuple] = []   # frame replies of the batch being made
         self.scheduler = FrameScheduler(self.renderer, workers=1, coalesce_s=config.coalesce_ms / 1000.0,
                                         on_batch_done=self._send_replies)
