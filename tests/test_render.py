@@ -302,6 +302,31 @@ def test_fused_cpu_kernels_match_the_torch_stages(rig):
         assert d.max() <= 2 and d.mean() < 0.01, (w, h, d.max(), d.mean())
 
 
+def test_planning_kernels_give_the_numpy_plans(rig, monkeypatch):
+    """The eye and mouth layers' plans (contour height tables from Catmull-Rom lip lines, boxes, affine
+    maps) are the same with the compiled loops as with the numpy steps."""
+    import torch
+
+    from lpm_npc.render import cpu_kernels
+
+    r = TorchRenderer()
+    p = r.prepare(rig)
+    assert cpu_kernels.ready()
+    ms = np.concatenate([motion(jaw_open=0.9, blink_l=0.6, head_yaw=8.0, gaze_x=0.6), motion(smile=0.8, jaw_open=0.3),
+                         motion(blink_l=1.0, blink_r=1.0, mouth_round=0.6, jaw_open=0.5, head_roll=-6.0)])
+    host_pos, host_helper, _ = r._geometry(p, torch.from_numpy(ms))
+    plans = {}
+    for use in (True, False):
+        monkeypatch.setattr(cpu_kernels, "ready", lambda use=use: use)
+        plans[use] = r._plan(p, host_pos, host_helper, ms, 256, 256, False)
+    k, n = plans[True], plans[False]
+    assert k.region == n.region and k.eye_plan.box == n.eye_plan.box and k.mouth_plan.box == n.mouth_plan.box
+    for a, b in ((k.eye_plan.table, n.eye_plan.table), (k.mouth_plan.table, n.mouth_plan.table),
+                 (k.eye_plan.affine, n.eye_plan.affine), (k.mouth_plan.affine, n.mouth_plan.affine)):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
+    assert np.ptp(n.mouth_plan.table[:, 1]) > 1.0   # the lower lip's heights vary: a real contour was tabled
+
+
 def test_kernels_that_cannot_compile_leave_the_torch_path(rig, monkeypatch, caplog):
     """If numba cannot compile (no writable cache, a broken install), the renderer says so once and
     keeps rendering on its torch path instead of failing every frame."""

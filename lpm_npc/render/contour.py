@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lpm_npc.render import cpu_kernels
+
 TABLE_SIZE = 160  # fine enough for functions of u such as tooth separation lines
 TABLE_U = np.linspace(-1.0, 1.0, TABLE_SIZE)
 
@@ -53,6 +55,10 @@ class Frame:
 
 def height_table(frame: Frame, contours: list[np.ndarray]) -> np.ndarray:
     """(N, C, 1, TABLE_SIZE) heights v of each contour (N, K, 2) at uniform u in [-1, 1] (clamped ends)."""
+    if cpu_kernels.ready() and len({c.shape for c in contours}) == 1:  # one compiled loop (same result)
+        c64 = lambda a: np.ascontiguousarray(a, np.float64)  # noqa: E731 - the kernel's exact types
+        return cpu_kernels.height_table(c64(frame.o), c64(frame.ex), c64(frame.ey), c64(frame.half),
+                                        np.stack([c64(c) for c in contours], 1), TABLE_U)
     uv = [frame.uv(pts) for pts in contours]
     U = np.stack([a for a, _ in uv], 1)                               # (N, C, K)
     V = np.stack([b for _, b in uv], 1)

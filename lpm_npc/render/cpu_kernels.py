@@ -548,6 +548,65 @@ def deform(motion, prod_idx, term_matrix, basis, rest, all_rows, head_weight, pi
     return pos, helper
 
 
+# ---------------------------------------------------------------- layer planning (contour.py, mouth.py)
+@njit(**_JIT)
+def height_table(o, ex, ey, half, pts, table_u):
+    """`contour.height_table`: heights v (N, C, 1, T) of contours pts (N, C, K, 2) at the uniform u of
+    `table_u`, piecewise linear between the knots sorted by u, clamped at the ends; the frame of item i
+    is origin o[i], axes ex[i], ey[i], half-length half[i]."""
+    N, C, K, _ = pts.shape
+    T = table_u.shape[0]
+    out = np.empty((N, C, 1, T), np.float32)
+    u = np.empty(K)
+    v = np.empty(K)
+    for i in range(N):
+        for c in range(C):
+            for k in range(K):
+                dx, dy = pts[i, c, k, 0] - o[i, 0], pts[i, c, k, 1] - o[i, 1]
+                u[k] = (dx * ex[i, 0] + dy * ex[i, 1]) / half[i]
+                v[k] = dx * ey[i, 0] + dy * ey[i, 1]
+            for k in range(1, K):  # insertion sort by u (K is a few dozen, nearly sorted)
+                uk, vk = u[k], v[k]
+                j = k - 1
+                while j >= 0 and u[j] > uk:
+                    u[j + 1], v[j + 1] = u[j], v[j]
+                    j -= 1
+                u[j + 1], v[j + 1] = uk, vk
+            j = 1
+            for t in range(T):  # table_u ascending: the upper knot only moves right
+                tu = table_u[t]
+                while j < K - 1 and u[j] <= tu:
+                    j += 1
+                u0, u1 = u[j - 1], u[j]
+                f = min(max((tu - u0) / max(u1 - u0, 1e-6), 0.0), 1.0)
+                out[i, c, 0, t] = v[j - 1] + f * (v[j] - v[j - 1])
+    return out
+
+
+@njit(**_JIT)
+def catmull_rom(p, n):
+    """`mouth.catmull_rom`: (B, K, 2) open polyline -> (B, (K - 1) * n + 1, 2) through the same points."""
+    B, K, _ = p.shape
+    out = np.empty((B, (K - 1) * n + 1, 2))
+    for b in range(B):
+        for d in range(2):
+            for k in range(K - 1):
+                p1, p2 = p[b, k, d], p[b, k + 1, d]
+                p0 = p[b, k - 1, d] if k > 0 else 2.0 * p1 - p2
+                p3 = p[b, k + 2, d] if k + 2 < K else 2.0 * p2 - p1
+                for i in range(n):
+                    s = i / n
+                    out[b, k * n + i, d] = 0.5 * (2.0 * p1 + (p2 - p0) * s + (2.0 * p0 - 5.0 * p1 + 4.0 * p2 - p3) * s * s
+                                                  + (3.0 * p1 - p0 - 3.0 * p2 + p3) * s * s * s)
+            out[b, (K - 1) * n, d] = p[b, K - 1, d]
+    return out
+
+
+def ready() -> bool:
+    """Whether the kernels are compiled and in use (after `warm_up` succeeded)."""
+    return _warmed and AVAILABLE
+
+
 # ---------------------------------------------------------------- compile before the first frame
 _warm_lock = threading.Lock()
 _warmed = False
@@ -599,5 +658,9 @@ def _compile_all() -> None:
     deform(np.zeros((1, 6), f32), np.zeros((1, 3), np.int64), np.zeros((8, 2), f32), np.zeros((2, 6), f32),
            np.zeros((3, 3), f32), rows, np.ones(3, f32), np.zeros(3, f32), rows[:2], np.zeros((2, 4), f32),
            f32(1.0), 0, np.ones(2, f32))
+    f64 = np.float64
+    one = np.ones((1, 2), f64)
+    height_table(np.zeros((1, 2), f64), one, one, np.ones(1, f64), np.zeros((1, 1, 3, 2), f64), np.zeros(4, f64))
+    catmull_rom(np.zeros((1, 3, 2), f64), 3)
     log.info("CPU render kernels ready in %.1f s (numba; compiled once, then loaded from its cache)",
              time.perf_counter() - t0)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lpm_npc.render import cpu_kernels
 from lpm_npc.render.contour import TABLE_U, Frame, height_table, lookup, pixel_table, ramp, smoothstep
 
 # tooth boundaries along u (incisors wider in the middle), as a share of the half mouth width
@@ -94,6 +95,8 @@ def _u_profiles(mw: float) -> np.ndarray:
 
 def catmull_rom(p: np.ndarray, n: int = 3) -> np.ndarray:
     """(B, K, 2) open polyline -> (B, (K - 1) * n + 1, 2) through the same points, with rounded joints."""
+    if cpu_kernels.ready() and p.shape[1] >= 2:  # one compiled loop (same result)
+        return cpu_kernels.catmull_rom(np.ascontiguousarray(p, np.float64), int(n))
     ext = np.concatenate([2 * p[:, :1] - p[:, 1:2], p, 2 * p[:, -1:] - p[:, -2:-1]], 1)
     p0, p1, p2, p3 = ext[:, :-3], ext[:, 1:-2], ext[:, 2:-1], ext[:, 3:]
     s = (np.arange(n) / n)[None, None, :, None]
