@@ -335,7 +335,9 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         "render_batch_mean": round(float(np.mean([x for r in results for x in r["batch"]] or [0.0])), 2),
         "server_rss_mb_idle": round(rss_idle, 1),
         "server_rss_mb_peak": round(rss_peak, 1),
-        "rss_mb_per_session": round((rss_peak - rss_idle) / sessions, 1),
+        # what this row's sessions added to the server's memory; the allocator can hand back memory of an
+        # earlier, bigger row meanwhile, so it is never taken below 0
+        "rss_mb_per_session": round(max(0.0, rss_peak - rss_idle) / sessions, 1),
         "server_gpu_mb_idle": None if gpu_idle is None else round(gpu_idle, 1),
         "server_gpu_mb_peak": None if gpu_peak is None else round(gpu_peak, 1),
         "gpu_mb_per_session": None if gpu_idle is None else round((gpu_peak - gpu_idle) / sessions, 1),
@@ -423,6 +425,7 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
                       flush=True)
     finally:
         sidecar.stop()
+    add_marginal_memory(rows)
     report = {**machine, "kind": "scaling", "fps": fps, "render_threads": render_threads, "workers": workers,
               "client": "cpp" if loadgen is not None else "python",
               "backend": backend, "device": device,
@@ -439,9 +442,23 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
     return report
 
 
+def add_marginal_memory(rows: list[dict]) -> None:
+    """`rss_mb_per_added_session` per row: the peak memory over that of the same size's first row, per
+    session added since. In a sweep on one server, a row's idle memory still holds what the previous
+    (bigger) row allocated, so the row's own figure says little past the first row of a size."""
+    for size in {r["size"] for r in rows}:
+        group = sorted((r for r in rows if r["size"] == size), key=lambda r: r["sessions"])
+        first = group[0]
+        first["rss_mb_per_added_session"] = first["rss_mb_per_session"]
+        for r in group[1:]:
+            added = r["sessions"] - first["sessions"]
+            r["rss_mb_per_added_session"] = round(
+                max(0.0, r["server_rss_mb_peak"] - first["server_rss_mb_peak"]) / added, 1)
+
+
 def print_scaling_table(report: dict) -> None:
     print("\n| size | NPCs | frames/s (target) | p50 / p95 / p99 latency ms | mean batch | server cores | "
-          "CPU ms/frame: server / workers / bench client | MB/session host (GPU) | share of bare renderer |")
+          "CPU ms/frame: server / workers / bench client | MB per added session host (GPU) | share of bare renderer |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in report["rows"]:
         share = f"{r['share_of_bare'] * 100:.0f}%" if r.get("share_of_bare") else "-"
@@ -449,7 +466,7 @@ def print_scaling_table(report: dict) -> None:
         split = " / ".join(f"{cm[k]:.2f}" for k in ("server_process", "workers", "client")) if cm else "-"
         print(f"| {r['size']} | {r['sessions']} | {r['aggregate_fps']} ({r['target_fps']}) | "
               f"{r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['render_batch_mean']} | "
-              f"{r['server_cpu_cores']} | {split} | {r['rss_mb_per_session']}"
+              f"{r['server_cpu_cores']} | {split} | {r.get('rss_mb_per_added_session', r['rss_mb_per_session'])}"
               + (f" ({r['gpu_mb_per_session']})" if r.get("gpu_mb_per_session") is not None else "")
               + f" | {share} |")
 
