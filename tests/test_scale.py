@@ -387,3 +387,15 @@ def test_the_benchmark_prints_the_latency_bar_that_applies():
     assert _latency_bar(1, 30) == "p95 <= 100 ms + lookahead 80 ms"
     assert _latency_bar(8, 30) == "p95 <= one frame 33 ms + lookahead 80 ms = 113 ms"
     assert _latency_bar(8, 15).endswith("= 147 ms")
+
+
+def test_sweep_memory_per_added_session_is_taken_over_the_sizes_first_row():
+    from lpm_npc.bench import add_marginal_memory
+
+    rows = [{"size": 256, "sessions": n, "server_rss_mb_peak": peak, "rss_mb_per_session": own}
+            for n, peak, own in ((1, 1600.0, 140.0), (2, 1700.0, 60.0), (8, 1724.0, 1.0))]
+    rows.append({"size": 512, "sessions": 1, "server_rss_mb_peak": 1590.0, "rss_mb_per_session": 0.0})
+    rows.append({"size": 512, "sessions": 4, "server_rss_mb_peak": 1580.0, "rss_mb_per_session": 0.0})
+    add_marginal_memory(rows)
+    assert [r["rss_mb_per_added_session"] for r in rows] == [140.0, 100.0, 124.0 / 7, 0.0, 0.0] or \
+        [r["rss_mb_per_added_session"] for r in rows] == [140.0, 100.0, round(124.0 / 7, 1), 0.0, 0.0]
