@@ -397,5 +397,5 @@ def test_sweep_memory_per_added_session_is_taken_over_the_sizes_first_row():
     rows.append({"size": 512, "sessions": 1, "server_rss_mb_peak": 1590.0, "rss_mb_per_session": 0.0})
     rows.append({"size": 512, "sessions": 4, "server_rss_mb_peak": 1580.0, "rss_mb_per_session": 0.0})
     add_marginal_memory(rows)
-    assert [r["rss_mb_per_added_session"] for r in rows] == [140.0, 100.0, 124.0 / 7, 0.0, 0.0] or \
-        [r["rss_mb_per_added_session"] for r in rows] == [140.0, 100.0, round(124.0 / 7, 1), 0.0, 0.0]
+    # 8 NPCs: 124 MB over the first row for 7 added; 512: the allocator handed memory back -> 0, not < 0
+    assert [r["rss_mb_per_added_session"] for r in rows] == [140.0, 100.0, round(124.0 / 7, 1), 0.0, 0.0]
