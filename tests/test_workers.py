@@ -335,3 +335,35 @@ def test_a_reply_to_a_request_cancelled_meanwhile_does_not_stop_the_reader():
         child.close()
     assert exited.wait(10)  # the pipe closing still ends the reader the usual way
     parent.close()
+
+
+def test_calibration_uses_the_workers_that_answer():
+    """A worker that dies while the pool calibrates costs its figure, not the server's start."""
+    from concurrent.futures import Future
+
+    from lpm_npc.runtime.workers import WorkerExitedError, WorkerPool
+
+    class _Worker:
+        alive = True
+
+        def __init__(self, answer):
+            self.answer = answer
+
+        def call(self, op):
+            assert op == "calibrate"
+            f = Future()
+            if isinstance(self.answer, BaseException):
+                f.set_exception(self.answer)
+            else:
+                f.set_result(self.answer)
+            return f
+
+    pool = WorkerPool.__new__(WorkerPool)
+    pool.wait_ready = lambda timeout=None: None
+    pool.workers = [_Worker((2.0, 20.0)), _Worker(WorkerExitedError("render worker exited: worker 1")),
+                    _Worker((4.0, 30.0))]
+    cost = pool.calibrate()
+    assert (cost.fixed_ms, cost.per_mpx_ms) == (3.0, 25.0)
+    pool.workers = [_Worker(WorkerExitedError("render worker exited: worker 0"))]
+    with pytest.raises(WorkerExitedError, match="worker 0"):
+        pool.calibrate()

@@ -563,7 +563,17 @@ class WorkerPool:
 
         self.wait_ready(timeout)
         futures = [w.call("calibrate") for w in list(self.workers) if w.alive]
-        costs = [FrameCost(*f.result(timeout)) for f in futures]
+        costs, errors = [], []
+        for f in futures:
+            try:
+                costs.append(FrameCost(*f.result(timeout)))
+            except Exception as exc:  # noqa: BLE001 - a worker that died meanwhile: the others still tell
+                errors.append(exc)
+        if not costs:
+            raise errors[0] if errors else WorkerExitedError("no render worker is running to calibrate")
+        if errors:
+            log.warning("%d of %d workers could not calibrate (%s); using the others' figures",
+                        len(errors), len(futures), errors[0])
         cost = combine_costs(costs)
         log.info("frame cost of %d workers measuring at once: %.2f ms + %.2f ms/Mpx (each: %s)", len(costs),
                  cost.fixed_ms, cost.per_mpx_ms, [(round(c.fixed_ms, 2), round(c.per_mpx_ms, 2)) for c in costs])
