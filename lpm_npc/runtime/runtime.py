@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -12,7 +11,7 @@ from collections import OrderedDict
 from .. import __version__
 from ..audio import feature_kernel
 from ..character.store import CharacterInfo, CharacterStore
-from ..config import MAX_SIZE, SUPPORTED_FPS, ServerConfig, SessionOptions
+from ..config import MAX_SIZE, SUPPORTED_FPS, ServerConfig, SessionOptions, usable_cores
 from ..errors import CapacityError
 from ..render.backends import available_backends as _available_backends
 from ..render.backends import make_renderer
@@ -132,9 +131,10 @@ class Runtime:
 
     def _reserve(self, width: int, height: int, fps: int, replacing: PerformSession | None = None,
                  hold: bool = True) -> float:
-        """Admit a stream; with `hold` its load counts as committed (returned, to `_release`) until the
-        session is registered. Many NPCs opened at once (a scene loading) would otherwise all be
-        checked against the same committed load before any of them is counted, and all admitted."""
+        """Admit a stream; with `hold` its load counts as committed until `_release`d (once the session
+        is registered, or its opening failed), and is returned. Many NPCs opened at once (a scene
+        loading) would otherwise all be checked against the same committed load before any of them is
+        counted, and all be admitted."""
         cap = self.capacity
         if cap is None or not self.config.admission:
             return 0.0
@@ -152,9 +152,13 @@ class Runtime:
             "streams). Lower the size or fps of far NPCs (Control ACTION_SET_OUTPUT), pause hidden "
             "ones (ACTION_PAUSE), or start another server" + self._more_hint() + ".")
 
+    def _release(self, reserved_ms_per_s: float) -> None:
+        with self._lock:
+            self._opening_ms_per_s -= reserved_ms_per_s
+
     def _more_hint(self) -> str:
         """How this machine could give more, when the server leaves cores unused."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
         if self.pool is None and cores > 1 and self.config.device == "cpu":
             return (f"; this server makes frames in one process (one Python GIL), so it uses about one of this "
                     f"machine's {cores} cores: `lpm-npc serve --workers {cores}` shards sessions over {cores} "
@@ -185,11 +189,10 @@ class Runtime:
                 session = PerformSession(options, rig, prepared, self.renderer, resume_state=resume_state,
                                          seed=seed)
         except BaseException:
-            with self._lock:
-                self._opening_ms_per_s -= reserved
+            self._release(reserved)
             raise
         with self._lock:
-            self._opening_ms_per_s -= reserved  # from here on the session itself counts
+            self._opening_ms_per_s -= reserved  # from here on the session itself counts (same lock hold)
             full = len(self._sessions) >= self.config.max_sessions
             if not full:
                 self._sessions[session.session_id] = session
