@@ -96,10 +96,11 @@ def warm_up() -> bool:
     with _lock:
         if READY or not _ENABLED:
             return READY
-        try:
-            from .features import FeatureExtractor
-
-            FeatureExtractor()._features(np.zeros((2, 512), np.float32), kernel=True)
+        try:  # once, with the exact argument types FeatureExtractor passes
+            f32 = np.float32
+            feature_rows(np.zeros((2, 512), f32), np.zeros((2, 257)), np.zeros((2, 1024)), np.zeros((257, 5), f32),
+                         np.zeros(257, f32), np.zeros(257, f32), np.full(5, -100.0), 40, 266, 16000.0, 0.45,
+                         np.zeros((2, 13), f32))
         except Exception as exc:  # noqa: BLE001 - fall back to the numpy steps, and say so
             _ENABLED = False
             log.warning("the speech-feature kernel could not be compiled (%s: %s); using numpy steps. Set "
