@@ -181,6 +181,7 @@ def test_feature_kernel_gives_the_numpy_features(speech_16k, formants, monkeypat
         fe = FeatureExtractor(formants=formants)
         rows[use] = np.concatenate([fe.push(c) for c in chunks])
     assert rows[True].shape == rows[False].shape and rows[True].shape[0] > 200
+    assert len(feature_kernel.feature_rows.signatures) == 1  # the types warm_up compiled: no compile on live audio
     assert np.abs(rows[True] - rows[False]).max() < 1e-3
     voiced = rows[True][:, F["voicing"]] > 0.45
     assert voiced.mean() > 0.2 and rows[True][voiced, F["pitch_hz"]].min() > 60  # real speech went through
