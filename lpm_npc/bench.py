@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .audio.pcm import INTERNAL_RATE, encode_pcm16
-from .audio.tts import DEFAULT_NPC_VOICE, synthesize
+from .audio.tts import DEFAULT_NPC_VOICE, synthesize_16k
 from .character.default import default_portrait_png
 from .config import OutputOptions, ServerConfig, SessionOptions
 from .runtime.runtime import Runtime
@@ -40,10 +40,7 @@ SPEECH = ("The river froze early this year, and the old miller says the wolves c
 
 
 def _speech16k() -> np.ndarray:
-    from .audio.pcm import resample
-
-    clip = synthesize(SPEECH, voice=DEFAULT_NPC_VOICE)
-    return resample(clip.samples, clip.sample_rate, INTERNAL_RATE).astype(np.float32)
+    return synthesize_16k(SPEECH, voice=DEFAULT_NPC_VOICE)
 
 
 def bench_stages(size: int, frames: int, speech: np.ndarray, cache_dir: Path | None, batch: int = 1) -> dict:

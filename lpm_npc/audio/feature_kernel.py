@@ -14,24 +14,15 @@ compile, the extractor keeps its numpy steps.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import numpy as np
 
+from lpm_npc.jit import NUMBA_USABLE, njit
+
 log = logging.getLogger(__name__)
 
-try:
-    from numba import njit
-    _ENABLED = os.environ.get("LPMNPC_NO_NUMBA", "") in ("", "0")
-except Exception:  # pragma: no cover - numba is a dependency
-    _ENABLED = False
-
-    def njit(*args, **kwargs):  # type: ignore[no-redef]
-        def wrap(fn):
-            return fn
-        return wrap(args[0]) if args and callable(args[0]) else wrap
-
+_ENABLED = NUMBA_USABLE  # False after a failed warm_up too
 READY = False  # set by warm_up(); FeatureExtractor reads it per push
 _lock = threading.Lock()
 

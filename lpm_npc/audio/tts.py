@@ -232,6 +232,14 @@ def synthesize(text: str, voice: str = DEFAULT_NPC_VOICE, rate_wpm: int = 160, p
         return _engine().synth(text, voice, rate_wpm, pitch)
 
 
+def synthesize_16k(text: str, voice: str = DEFAULT_NPC_VOICE, pitch: int = 50) -> np.ndarray:
+    """`synthesize` resampled to the pipeline's 16 kHz: float32 mono samples, no timings."""
+    from lpm_npc.audio.pcm import INTERNAL_RATE, resample
+
+    clip = synthesize(text, voice=voice, pitch=pitch)
+    return resample(clip.samples, clip.sample_rate, INTERNAL_RATE).astype(np.float32)
+
+
 def available_voices() -> list[str]:
     """Voice identifiers (e.g. 'gmw/en-US') and variants (e.g. '+f3') usable as `voice`.
 

@@ -20,8 +20,7 @@ import logging
 import numpy as np
 
 from lpm_npc.audio.pcm import INTERNAL_RATE as SR
-from lpm_npc.audio.pcm import resample
-from lpm_npc.audio.tts import DEFAULT_NPC_VOICE, DEFAULT_PLAYER_VOICE, synthesize
+from lpm_npc.audio.tts import DEFAULT_NPC_VOICE, DEFAULT_PLAYER_VOICE, synthesize_16k
 from lpm_npc.performance.listening import PlayerListener, VadConfig
 from lpm_npc.performance.model import PerformanceConfig, PerformanceModel
 from lpm_npc.types import EventType
@@ -39,8 +38,7 @@ LINES = (
 
 @functools.cache
 def _say(text: str, voice: str, pitch: int) -> np.ndarray:
-    clip = synthesize(text, voice=voice, pitch=pitch)
-    return resample(clip.samples, clip.sample_rate, SR).astype(np.float32)
+    return synthesize_16k(text, voice=voice, pitch=pitch)
 
 
 def _sil(s: float) -> np.ndarray:

@@ -91,14 +91,10 @@ PLAYER_LINES = (
 @functools.lru_cache(maxsize=1)
 def _speech() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The simulation's voices, synthesized once (eSpeak NG), 16 kHz float32."""
-    from lpm_npc.audio.pcm import resample
-    from lpm_npc.audio.tts import DEFAULT_NPC_VOICE, DEFAULT_PLAYER_VOICE, synthesize
+    from lpm_npc.audio.tts import DEFAULT_NPC_VOICE, DEFAULT_PLAYER_VOICE, synthesize_16k
 
-    def say(text: str, voice: str) -> np.ndarray:
-        clip = synthesize(text, voice=voice)
-        return resample(clip.samples, clip.sample_rate, RATE).astype(np.float32)
-
-    return ([say(t, DEFAULT_NPC_VOICE) for t in NPC_LINES], [say(t, DEFAULT_PLAYER_VOICE) for t in PLAYER_LINES])
+    return ([synthesize_16k(t, voice=DEFAULT_NPC_VOICE) for t in NPC_LINES],
+            [synthesize_16k(t, voice=DEFAULT_PLAYER_VOICE) for t in PLAYER_LINES])
 
 
 @dataclass

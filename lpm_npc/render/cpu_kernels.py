@@ -15,26 +15,16 @@ by side.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
 import numpy as np
 
+from lpm_npc.jit import NUMBA_USABLE, njit
+
 log = logging.getLogger(__name__)
 
-try:  # numba is a dependency; if it is missing or broken the renderer keeps its torch path
-    from numba import njit
-    AVAILABLE = os.environ.get("LPMNPC_NO_NUMBA", "") in ("", "0")
-except Exception as exc:  # pragma: no cover - depends on the install
-    log.warning("numba unavailable (%s): the CPU renderer uses its slower torch path", exc)
-    AVAILABLE = False
-
-    def njit(*args, **kwargs):  # type: ignore[no-redef]
-        def wrap(fn):
-            return fn
-        return wrap(args[0]) if args and callable(args[0]) else wrap
-
+AVAILABLE = NUMBA_USABLE  # False after a failed warm_up too: the renderer then keeps its torch path
 
 _JIT = dict(cache=True, nogil=True, fastmath=True, error_model="numpy")
 

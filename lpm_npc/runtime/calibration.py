@@ -10,6 +10,7 @@ and would over-promise).
 from __future__ import annotations
 
 import logging
+
 import numpy as np
 
 from ..audio.pcm import INTERNAL_RATE, encode_pcm16
@@ -29,11 +30,9 @@ def calibration_speech() -> np.ndarray:
     """A few seconds of 16 kHz speech (espeak-ng); a voiced buzz with syllable-rate loudness if the
     voice cannot be made (it costs the pipeline the same)."""
     try:
-        from ..audio.pcm import resample
-        from ..audio.tts import synthesize
+        from ..audio.tts import synthesize_16k
 
-        clip = synthesize(CALIBRATION_LINE)
-        speech = resample(clip.samples, clip.sample_rate, INTERNAL_RATE).astype(np.float32)
+        speech = synthesize_16k(CALIBRATION_LINE)
         if speech.size >= INTERNAL_RATE:
             return speech
     except Exception as exc:  # noqa: BLE001 - any failure: the synthetic line below

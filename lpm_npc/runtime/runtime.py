@@ -11,7 +11,7 @@ from collections import OrderedDict
 from .. import __version__
 from ..audio import feature_kernel
 from ..character.store import CharacterInfo, CharacterStore
-from ..config import MAX_SIZE, SUPPORTED_FPS, ServerConfig, SessionOptions, usable_cores
+from ..config import MAX_SIZE, SUPPORTED_FPS, ServerConfig, SessionOptions, auto_worker_processes, usable_cores
 from ..errors import CapacityError
 from ..render.backends import available_backends as _available_backends
 from ..render.backends import make_renderer
@@ -161,8 +161,8 @@ class Runtime:
         cores = usable_cores()
         if self.pool is None and cores > 1 and self.config.device == "cpu":
             return (f"; this server makes frames in one process (one Python GIL), so it uses about one of this "
-                    f"machine's {cores} cores: `lpm-npc serve --workers {cores}` shards sessions over {cores} "
-                    "processes")
+                    f"machine's {cores} cores: `lpm-npc serve --workers auto` shards sessions over "
+                    f"{auto_worker_processes(self.config.device)} processes")
         return ""
 
     # -- sessions -------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from typing import Callable
 
 from ..config import OutputOptions, ServerConfig, SessionOptions
 from ..errors import AudioFormatError, InvalidInputError, LpmError
+from .capacity import FrameCost, combine_costs
 from .clock import FrameClock
 from .frame_ring import MIN_RING_PAYLOAD, FrameRing, RingRef
 
@@ -556,11 +557,9 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.alive]
 
-    def calibrate(self, timeout: float = START_TIMEOUT_S):
+    def calibrate(self, timeout: float = START_TIMEOUT_S) -> FrameCost:
         """The cost of a talking NPC's frame to one worker while all of them measure it at once (they
         share the machine's cores and caches as they will when serving): the mean of their figures."""
-        from .capacity import FrameCost, combine_costs
-
         self.wait_ready(timeout)
         futures = [w.call("calibrate") for w in list(self.workers) if w.alive]
         costs, errors = [], []
