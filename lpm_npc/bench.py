@@ -339,6 +339,7 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         "server_gpu_mb_peak": None if gpu_peak is None else round(gpu_peak, 1),
         "gpu_mb_per_session": None if gpu_idle is None else round((gpu_peak - gpu_idle) / sessions, 1),
         "client": "cpp" if loadgen is not None else "python",
+        "pixel_format": pixel_format.value,
     }
 
 
@@ -382,7 +383,8 @@ def _loadgen(client: str) -> Path | None:
 def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps: int = 30,
                 json_path: Path | None = None, plot_path: Path | None = None,
                 cache_dir: Path | None = None, render_threads: int = 2, workers: int = 0,
-                backend: str = "torch", device: str = "cpu", client: str = "auto") -> dict:
+                backend: str = "torch", device: str = "cpu", client: str = "auto",
+                pixel_format: PixelFormat = PixelFormat.RGBA8) -> dict:
     """The scaling table: aggregate fps, latency and memory for each (size, N) on one sidecar."""
     loadgen = _loadgen(client)
     torch.set_num_threads(1)
@@ -394,7 +396,10 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
     rows = []
     bare = {}
     for size in sizes:
-        bare[size] = bare_renderer_fps(size, 8, render_threads, cache_dir, backend, device)
+        # a GPU is measured with the biggest batch the sweep gives one call (its best case); on CPU
+        # a tick's batch per render thread or worker is small
+        batch = 8 if device.startswith("cpu") else max(8, max(session_counts))
+        bare[size] = bare_renderer_fps(size, batch, render_threads, cache_dir, backend, device)
     sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(session_counts)), "--no-admission",
                                                          "--render-threads", str(render_threads),
                                                          "--workers", str(workers),
@@ -404,7 +409,7 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
         for size in sizes:
             for n in session_counts:
                 rt = bench_realtime(size, seconds, n, speech, fps=fps, sidecar=sidecar, workers=workers,
-                                    loadgen=loadgen)
+                                    loadgen=loadgen, pixel_format=pixel_format)
                 rt["bare_renderer_fps"] = round(bare[size], 1) if bare[size] else None
                 rt["share_of_bare"] = round(rt["aggregate_fps"] / bare[size], 3) if bare[size] else None
                 rows.append(rt)
@@ -425,7 +430,7 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
     add_marginal_memory(rows)
     report = {**machine, "kind": "scaling", "fps": fps, "render_threads": render_threads, "workers": workers,
               "client": "cpp" if loadgen is not None else "python",
-              "backend": backend, "device": device,
+              "backend": backend, "device": device, "pixel_format": pixel_format.value,
               "rows": rows,
               "bare_renderer_fps": bare}
     print_scaling_table(report)
@@ -510,7 +515,7 @@ def _latency_bar(sessions: int, fps: int) -> str:
 
 def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: int = 30,
               stage_frames: int = 300, json_path: Path | None = None, cache_dir: Path | None = None,
-              workers: int = 0, client: str = "auto") -> dict:
+              workers: int = 0, client: str = "auto", pixel_format: PixelFormat = PixelFormat.RGBA8) -> dict:
     loadgen = _loadgen(client)
     speech = _speech16k()
     print(f"lpm-npc bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -528,8 +533,8 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
           f"render {b['render']:.3f}, encode {b['encode']:.3f}) against {stages['cpu_ms_per_frame']:.3f} alone")
     stages["batch4"] = batched
     rt = bench_realtime(size, seconds, sessions, speech, fps=fps, cache_dir=cache_dir, workers=workers,
-                        loadgen=loadgen)
-    print(f"\nReal time over loopback gRPC: {sessions} session(s), {size}x{size} RGBA @ {fps} fps, {seconds:.0f} s of live speech "
+                        loadgen=loadgen, pixel_format=pixel_format)
+    print(f"\nReal time over loopback gRPC: {sessions} session(s), {size}x{size} {pixel_format.name} @ {fps} fps, {seconds:.0f} s of live speech "
           f"({rt['client']} client; server with {workers} worker process(es))")
     print(f"  received fps        {rt['fps_per_session']} (aggregate {rt['aggregate_fps']} of {rt['target_fps']})")
     print(f"  frames dropped      {rt['frames_dropped']}")

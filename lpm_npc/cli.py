@@ -103,6 +103,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench, run_scaling
+    from .types import PixelFormat
 
     if args.quality:
         from .bench_quality import run_quality
@@ -117,10 +118,12 @@ def _run_bench(args: argparse.Namespace) -> int:
         run_scaling(args.size, args.sessions, args.seconds, fps=args.fps,
                     json_path=Path(args.json) if args.json else None,
                     plot_path=Path(args.plot) if args.plot else None, render_threads=args.render_threads,
-                    workers=workers, backend=args.backend, device=args.device, client=args.client)
+                    workers=workers, backend=args.backend, device=args.device, client=args.client,
+                    pixel_format=PixelFormat(args.pixel_format))
         return 0
     run_bench(size=args.size[0], seconds=args.seconds, sessions=args.sessions[0], fps=args.fps,
-              json_path=Path(args.json) if args.json else None, workers=workers, client=args.client)
+              json_path=Path(args.json) if args.json else None, workers=workers, client=args.client,
+              pixel_format=PixelFormat(args.pixel_format))
     return 0
 
 
@@ -212,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the benchmark's clients: Python threads, or one native process built from the Unreal "
                         "bridge's C++ core (as a game links it; needs cmake and gRPC C++ to build); auto: the "
                         "native one when it builds here, else Python (it takes more of the machine's CPU)")
+    b.add_argument("--pixel-format", default="rgba8", choices=["rgba8", "bgra8", "jpeg"],
+                   help="the frames the clients ask for (jpeg: encoded on the GPU with --device cuda)")
     b.add_argument("--json", default=None)
     b.set_defaults(func=_bench)
 

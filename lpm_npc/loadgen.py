@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import select
 import shutil
 import subprocess
@@ -36,7 +37,16 @@ class LoadgenUnavailable(RuntimeError):
 
 
 def build_loadgen(build_dir: Path | None = None, core_dir: Path = CORE_DIR) -> Path:
-    """Path of a built lpmnpc_loadgen (configured and built incrementally: fast when up to date)."""
+    """Path of a built lpmnpc_loadgen (configured and built incrementally: fast when up to date).
+
+    $LPM_NPC_LOADGEN names a binary built elsewhere (a machine without gRPC C++ to build it with);
+    it is used as it is."""
+    prebuilt = os.environ.get("LPM_NPC_LOADGEN")
+    if prebuilt:
+        exe = Path(prebuilt)
+        if not (exe.is_file() and os.access(exe, os.X_OK)):
+            raise LoadgenUnavailable(f"LPM_NPC_LOADGEN={prebuilt} is not an executable file")
+        return exe
     if not (core_dir / "CMakeLists.txt").exists():
         raise LoadgenUnavailable(
             f"the C++ core is not at {core_dir}: the native client needs a checkout of the lpm-npc repository "

@@ -122,6 +122,9 @@ class RenderRequest:
     # optional output conversions done by the renderer (on the GPU on the torch CUDA path):
     bgra: bool = False      # swap R and B (RGBA -> BGRA)
     flip_y: bool = False    # first row = bottom of the image
+    # > 0: a renderer that can (`encodes_jpeg`) returns this frame as a JPEG file of that quality, a
+    # 1-D uint8 array, instead of (H, W, 4) pixels; one that cannot returns the pixels
+    jpeg_quality: int = 0
 
 
 class Renderer(Protocol):
@@ -133,6 +136,11 @@ class Renderer(Protocol):
                alpha_matte: bool = False) -> np.ndarray: ...
 
     def render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]: ...
+
+
+def renderer_encodes_jpeg(renderer) -> bool:
+    """Whether `renderer` honours `RenderRequest.jpeg_quality` (encodes JPEG frames itself, on its GPU)."""
+    return bool(getattr(renderer, "encodes_jpeg", False))
 
 
 # ---------------------------------------------------------------- motion -> terms
@@ -415,6 +423,14 @@ class TorchRenderer:
         # where they compiled (cpu_kernels.AVAILABLE); False keeps the torch stages (tests compare the two)
         self.fused = True
 
+    @property
+    def encodes_jpeg(self) -> bool:
+        """True on a CUDA device with torchvision's nvJPEG encoder: requests with `jpeg_quality` then come
+        back as JPEG files made on the GPU (render/gpu_jpeg.py)."""
+        from lpm_npc.render import gpu_jpeg
+
+        return gpu_jpeg.available(str(self.device))
+
     # The CPU path warps with cv2.remap on a uint8 texture; the torch path (grid_sample) serves CUDA and
     # can be forced on CPU (tests compare the two).
     cpu_remap: bool = True
@@ -534,15 +550,16 @@ class TorchRenderer:
             if m.shape[0] != 1:
                 raise InvalidInputError(f"a RenderRequest holds one motion ({NUM_CHANNELS},), got {np.shape(rq.motion)}")
             motions.append(m[0])
-            key = (w, h, bool(rq.alpha_matte), bool(getattr(rq, "bgra", False)), bool(getattr(rq, "flip_y", False)))
+            key = (w, h, bool(rq.alpha_matte), bool(getattr(rq, "bgra", False)), bool(getattr(rq, "flip_y", False)),
+                   int(getattr(rq, "jpeg_quality", 0)))
             rigs[id(rq.prepared)] = rq.prepared
             groups.setdefault(key, {}).setdefault(id(rq.prepared), []).append(i)
         out: list[np.ndarray | None] = [None] * len(requests)
         with torch.inference_mode():
-            for (w, h, alpha, bgra, flip), by_rig in groups.items():
+            for (w, h, alpha, bgra, flip, jpeg), by_rig in groups.items():
                 for rid, idx in by_rig.items():
                     frames = self._render_group(rigs[rid], np.stack([motions[i] for i in idx]), w, h, alpha,
-                                                bgra=bgra, flip_y=flip)
+                                                bgra=bgra, flip_y=flip, jpeg_quality=jpeg)
                     for j, i in enumerate(idx):
                         out[i] = frames[j]
         return out  # type: ignore[return-value]
@@ -691,8 +708,9 @@ class TorchRenderer:
                       eye_plan=eye_plan, mouth_plan=mouth_plan)
 
     def _render_group(self, p: PreparedRig, m_host: np.ndarray, width: int, height: int, alpha: bool,
-                      bgra: bool = False, flip_y: bool = False) -> np.ndarray:
-        """(B, H, W, 4) uint8 frames of one rig at one size; m_host (B, C) validated motion."""
+                      bgra: bool = False, flip_y: bool = False, jpeg_quality: int = 0):
+        """(B, H, W, 4) uint8 frames of one rig at one size; m_host (B, C) validated motion. With
+        `jpeg_quality` on a device that encodes JPEG: a list of B JPEG files (1-D uint8 arrays)."""
         motion = torch.from_numpy(m_host).to(p.device)
         pos, helper, ctx = self._geometry(p, motion)
         g = self._plan(p, pos, helper, m_host, width, height, alpha)
@@ -716,6 +734,10 @@ class TorchRenderer:
                 composite_mouth(canvas, (rx0, ry0), g.mouth_plan, p.colours, p.mouth_interior)
             C = canvas.shape[1]  # 3 (opaque: alpha stays 255 from the still frame) or 4
             frames[:, ry0:ry1, rx0:rx1, :C] = canvas.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        if jpeg_quality > 0 and frames.is_cuda and self.encodes_jpeg:
+            from lpm_npc.render import gpu_jpeg
+
+            return gpu_jpeg.encode_batch(frames, jpeg_quality, flip_y)
         if bgra:  # on the device: one gather, then one transfer
             frames = frames[..., [2, 1, 0, 3]]
         if flip_y:

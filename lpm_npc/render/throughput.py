@@ -17,22 +17,21 @@ import torch
 from lpm_npc.performance.motion import CHANNEL_INDEX, NUM_CHANNELS, clip_motion
 
 
-@functools.lru_cache(maxsize=1)
-def default_rig():
-    """The built-in character's rig (built once per process with the face landmarker)."""
-    import cv2
+@functools.lru_cache(maxsize=4)
+def default_rig(cache_dir=None):
+    """The built-in character's rig, through the character store: loaded from the rig cache
+    (`cache_dir`, default $LPM_NPC_CACHE or ~/.cache/lpm-npc) when it is there, else built once with
+    the face landmarker and cached."""
+    from pathlib import Path
 
-    from lpm_npc.character.default import default_portrait_png
-    from lpm_npc.character.landmarks import FaceLandmarker, decode_image
-    from lpm_npc.character.rig import build_rig
+    from lpm_npc.character.store import CharacterStore
+    from lpm_npc.config import DEFAULT_CHARACTER_ID, default_cache_dir
 
-    lm = FaceLandmarker()
+    store = CharacterStore(Path(cache_dir) if cache_dir else default_cache_dir())
     try:
-        img = decode_image(default_portrait_png())
-        return build_rig(img, lm)
+        return store.get(DEFAULT_CHARACTER_ID)
     finally:
-        lm.close()
-        del cv2
+        store.close()
 
 
 def talking_motions(n: int, fps: float = 30.0, seed: int = 0) -> np.ndarray:
@@ -57,11 +56,13 @@ def talking_motions(n: int, fps: float = 30.0, seed: int = 0) -> np.ndarray:
 
 
 def bare_render_throughput(size: int, batch: int, seconds: float, backend: str = "torch", device: str = "cpu",
-                           threads: int | None = 1, cache_dir=None, rig=None, warmup: int = 3) -> dict:
+                           threads: int | None = 1, cache_dir=None, rig=None, warmup: int = 3,
+                           jpeg_quality: int = 0) -> dict:
     """Render `batch` sessions (the built-in character unless `rig`) per call for ~`seconds` of wall time.
 
     threads: torch / OpenCV / ORT thread budget (1 = one core, like `lpm-npc bench`'s stage costs;
-    None leaves the process settings alone). Returns frames_per_s, ms_per_frame, ms_per_call,
+    None leaves the process settings alone). jpeg_quality > 0 asks for JPEG files (encoded on the GPU by
+    a renderer that can, else the pixels come back). Returns frames_per_s, ms_per_frame, ms_per_call,
     cpu_ms_per_frame (process CPU time) and the settings.
     """
     import cv2
@@ -75,12 +76,13 @@ def bare_render_throughput(size: int, batch: int, seconds: float, backend: str =
         cv2.setNumThreads(int(threads))
     try:
         r = make_renderer(backend, device, cache_dir)
-        prepared = r.prepare(rig if rig is not None else default_rig())
+        prepared = r.prepare(rig if rig is not None else default_rig(cache_dir))
         motions = talking_motions(600)
         offsets = (np.arange(batch) * 97) % len(motions)   # sessions at different points of the talk
 
         def call(i: int) -> None:
-            r.render_many([RenderRequest(prepared, motions[(i + o) % len(motions)], size, size) for o in offsets])
+            r.render_many([RenderRequest(prepared, motions[(i + o) % len(motions)], size, size,
+                                         jpeg_quality=jpeg_quality) for o in offsets])
 
         for i in range(warmup):
             call(i)

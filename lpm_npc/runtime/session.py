@@ -27,8 +27,8 @@ from ..encode import EncodedFrame, FrameEncoder
 from ..errors import AudioFormatError, InvalidInputError
 from ..performance.model import PerformanceConfig, PerformanceEvent, PerformanceModel
 from ..performance.motion import MOTION_CHANNELS, MotionFrame
-from ..render.renderer import Renderer, RenderRequest
-from ..types import AudioChannel, Emotion, Phase
+from ..render.renderer import Renderer, RenderRequest, renderer_encodes_jpeg
+from ..types import AudioChannel, Emotion, Phase, PixelFormat
 from .clock import FrameClock
 
 log = logging.getLogger(__name__)
@@ -249,16 +249,25 @@ class PerformSession:
 
     def render_request(self, work: "FrameWork") -> RenderRequest:
         o = work.output
+        if o.pixel_format is PixelFormat.JPEG and renderer_encodes_jpeg(self.renderer):  # on the GPU
+            return RenderRequest(self.prepared, work.motion.values, o.width, o.height, o.alpha_matte,
+                                 flip_y=o.flip_y, jpeg_quality=o.jpeg_quality)
         return RenderRequest(self.prepared, work.motion.values, o.width, o.height, o.alpha_matte)
 
     def finish_frame(self, work: "FrameWork", rgba: np.ndarray, render_s: float = 0.0,
                      batch_size: int = 1) -> RenderedFrame:
-        """Encode a rendered (H, W, 4) RGBA frame of `work`."""
+        """Encode a rendered (H, W, 4) RGBA frame of `work` (or wrap the JPEG file a renderer that
+        encodes JPEG made of it: a 1-D uint8 array, see `render_request`)."""
         t0 = time.perf_counter()
         output = work.output
-        if (self._encoder.pixel_format, self._encoder.flip_y) != (output.pixel_format, output.flip_y):
-            self._encoder = self._make_encoder(output)
-        encoded = self._encoder.encode(rgba)
+        if rgba.ndim == 1:
+            if output.pixel_format is not PixelFormat.JPEG:
+                raise RuntimeError(f"the renderer returned a JPEG file for a {output.pixel_format.value} frame")
+            encoded = EncodedFrame(rgba.tobytes(), output.width, output.height, 0, PixelFormat.JPEG, output.flip_y)
+        else:
+            if (self._encoder.pixel_format, self._encoder.flip_y) != (output.pixel_format, output.flip_y):
+                self._encoder = self._make_encoder(output)
+            encoded = self._encoder.encode(rgba)
         self.frames_rendered += 1
         work.times.render = render_s
         work.times.encode = time.perf_counter() - t0
@@ -278,9 +287,7 @@ class PerformSession:
         """Render, encode and return the next frame; advances the clock by one frame."""
         work = self.begin_frame()
         t0 = time.perf_counter()
-        o = work.output
-        rgba = self.renderer.render(self.prepared, work.motion.values[None, :], o.width, o.height,
-                                    alpha_matte=o.alpha_matte)[0]
+        rgba = self.renderer.render_many([self.render_request(work)])[0]
         return self.finish_frame(work, rgba, time.perf_counter() - t0)
 
     @staticmethod
