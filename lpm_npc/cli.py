@@ -45,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                           backend=args.backend, device=args.device, render_threads=args.render_threads,
                           admission=not args.no_admission, worker_processes=_workers(args.workers, args.device),
+                          render_service=args.render_service,
                           frame_cost_fixed_ms=args.frame_cost[0] if args.frame_cost else 0.0,
                           frame_cost_per_mpx_ms=args.frame_cost[1] if args.frame_cost else 0.0)
     try:
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_workers_arg, default=0,
                    help="worker processes the sessions are sharded over (0: all in the server process, which "
                         "Python's GIL holds to about one core; auto: one per core, for many NPCs on a CPU)")
+    s.add_argument("--render-service", default="auto", choices=["auto", "on", "off"],
+                   help="with --workers: one process renders for all workers (auto: on with a GPU device, where "
+                        "one context fed big batches beats one per worker)")
     s.add_argument("--no-admission", action="store_true",
                    help="accept sessions beyond the measured render capacity (they will run late)")
     s.add_argument("--frame-cost", type=float, nargs=2, metavar=("FIXED_MS", "MS_PER_MPX"), default=None,

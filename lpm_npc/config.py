@@ -28,14 +28,15 @@ MAX_AUTO_WORKERS = 8  # each worker process holds its own torch, renderer and mo
 def auto_worker_processes(device: str = "cpu") -> int:
     """`--workers auto`: one worker process per usable core on CPU (one process is held to about one
     core by Python's GIL), at most MAX_AUTO_WORKERS; 0 (everything in the server process) on one core.
-    With a GPU the frames are made there, and the processes only spread the per-session CPU work
-    (audio features, lip-sync, motion, encoding): half the cores, at most 4."""
+    With a GPU the frames are made there, by one render service process (runtime/render_service.py), and
+    the worker processes carry the per-session CPU work (audio features, lip-sync, motion; about
+    1.5 ms per frame, 2.9 cores for 64 NPCs at 30 fps): half the cores, at most MAX_AUTO_WORKERS."""
     cores = usable_cores()
     if cores < 2:
         return 0
     if str(device).startswith("cpu"):
         return min(cores, MAX_AUTO_WORKERS)
-    return max(1, min(cores // 2, 4))
+    return max(1, min(cores // 2, MAX_AUTO_WORKERS))
 
 
 def default_cache_dir() -> Path:
@@ -124,6 +125,10 @@ class ServerConfig:
     # 0: sessions run in this process (one GIL); N >= 1: sharded over N worker processes, each
     # doing audio, motion, batched rendering and encoding for its sessions (runtime/workers.py).
     worker_processes: int = 0
+    # With worker processes: "auto" (on with a GPU device), "on" or "off". On: one render process
+    # renders for every worker (one GPU context, the requests of all workers in one batched call per
+    # tick); the workers keep audio, lip-sync, motion and pacing (runtime/render_service.py).
+    render_service: str = "auto"
     # Admission control (see runtime/capacity.py). A frame costs fixed + per-megapixel ms of one
     # frame maker (a render thread, or a worker process); 0 = measure both at start-up on this machine
     # and backend (a talking NPC's frame, all makers at once) and add the serving cost below.

@@ -48,6 +48,7 @@ from ..errors import AudioFormatError, InvalidInputError, LpmError
 from .capacity import FrameCost, combine_costs
 from .clock import FrameClock
 from .frame_ring import MIN_RING_PAYLOAD, FrameRing, RingRef
+from .render_service import RenderServiceProcess, use_render_service
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ def _settle(fut: Future, ok: bool, payload) -> None:
 # ------------------------------------------------------------------------------------------------
 # worker process
 # ------------------------------------------------------------------------------------------------
-def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tuple[str, int] | None = None) -> None:
+def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tuple[str, int] | None = None,
+                 service: tuple[str, bytes] | None = None) -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:  # Ctrl-C reaches the whole process group: the server drains and then stops us
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -98,7 +100,7 @@ def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tu
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    _Worker(conn, config, ring).run()
+    _Worker(conn, config, ring, service).run()
     # Skip the interpreter's teardown (torch's takes seconds on a busy machine): nothing is left
     # to flush but the logs.
     logging.shutdown()
@@ -106,7 +108,8 @@ def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tu
 
 
 class _Worker:
-    def __init__(self, conn, config: ServerConfig, ring: tuple[str, int] | None = None):
+    def __init__(self, conn, config: ServerConfig, ring: tuple[str, int] | None = None,
+                 service: tuple[str, bytes] | None = None):
         from ..audio import feature_kernel
         from ..character.store import CharacterStore
         from ..render.backends import make_renderer
@@ -116,7 +119,12 @@ class _Worker:
         self.config = config
         self._send_lock = threading.Lock()
         self.store = CharacterStore(config.cache_dir)
-        self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
+        if service is not None:  # one render process renders for every worker (render_service.py)
+            from .render_service import RemoteRenderer
+
+            self.renderer = RemoteRenderer(*service)
+        else:
+            self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
         feature_kernel.warm_up()  # the speech features' compiled steps, before any session's audio
         self._outbox: list[tuple] = []   # frame replies of the batch being made
         self.scheduler = FrameScheduler(self.renderer, workers=1, coalesce_s=config.coalesce_ms / 1000.0,
@@ -331,7 +339,8 @@ class WorkerHandle:
             log.warning("no shared memory for worker %d's frames (%s); they go through its pipe", slot, exc)
         self.proc = ctx.Process(target=_worker_main, name=f"lpm-npc-worker-{slot}",
                                 args=(child, pool.config, slot, logging.getLogger().getEffectiveLevel(),
-                                      (self.ring.path, self.ring.capacity) if self.ring else None),
+                                      (self.ring.path, self.ring.capacity) if self.ring else None,
+                                      pool.service.endpoint if pool.service is not None else None),
                                 daemon=True)
         self.proc.start()
         child.close()
@@ -537,6 +546,11 @@ class WorkerPool:
         self.closing = False
         self._lock = threading.Lock()
         n = max(1, int(processes if processes is not None else config.worker_processes))
+        self.service = None
+        if use_render_service(dataclasses.replace(config, worker_processes=n)):
+            self.service = RenderServiceProcess(config)
+            log.info("render service (pid %d) renders for %d worker processes on %s", self.service.pid, n,
+                     config.device)
         self.workers: list[WorkerHandle] = [WorkerHandle(self, i) for i in range(n)]
         atexit.register(self._at_exit)
 
@@ -620,6 +634,8 @@ class WorkerPool:
                 pass
         for w in workers:
             w.stop(timeout)
+        if self.service is not None:
+            self.service.stop(timeout)
 
 
 class RemoteSession:

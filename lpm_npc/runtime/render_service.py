@@ -1,0 +1,346 @@
+"""One render process for all worker processes: one GPU context, one batched call per tick.
+
+With a GPU, N worker processes that each render their own sessions do not scale: the processes'
+contexts time-slice the GPU and their waits spin on the CPU. Measured on one H100 (512x512, JPEG
+encoded on the GPU, `.gpu/exp`-style run of `bare_render_throughput` in P processes at once): 1 process
+with batches of 8 gave 1047 frames/s; 2, 4 and 8 such processes gave 878, 1045 and 1167 frames/s
+together, at 2.3, 3.8 and 6.9 ms of CPU per frame; 1 process with batches of 64 gave 2541 frames/s at
+0.39 ms of CPU per frame.
+
+So with a render service the worker processes keep everything per session that costs CPU (audio
+features, lip-sync, the performance model, pacing), and hand each tick's motion vectors to this one
+process, which renders the requests of every worker together in one `render_many` call (JPEG-encoded
+on the GPU when the sessions ask for JPEG) and sends each worker its frames back.
+
+    worker -> service   ("hello",)                          -> (renderer name, encodes_jpeg)
+                        ("prepare", key, pickled rig)        -> key       (once per character and worker)
+                        ("render", [(key, motion, w, h, alpha, bgra, flip_y, jpeg_quality), ...])
+                                                             -> [frame, ...]  (pixels, or a JPEG file)
+    service -> worker   (True, result) or (False, exception)
+
+Rigs are keyed by a hash of their pickled bytes, so workers serving the same character share one
+prepared copy on the GPU. Requests that arrive while a batch renders make up the next batch; after the
+first request of a batch the service waits up to `coalesce_ms` for the other workers' requests of
+the same tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing as mp
+import os
+import pickle
+import secrets
+import signal
+import socket
+import tempfile
+import threading
+import time
+from multiprocessing.connection import Client, Connection, Listener, wait
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ServerConfig
+from ..errors import LpmError
+from ..render.renderer import RenderRequest
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 180.0   # a worker waits this long for the service (it warms up the GPU first)
+MAX_RIGS = 128              # prepared rigs kept on the device (least recently used go first)
+
+
+class RenderServiceError(LpmError):
+    """The render service is gone or failed a batch."""
+
+
+class RemoteRig:
+    """What a worker holds for a character prepared in the render service."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str):
+        self.key = key
+
+
+class RemoteRenderer:
+    """The `Renderer` a worker process uses when a render service renders for it."""
+
+    def __init__(self, address: str, authkey: bytes, timeout: float = CONNECT_TIMEOUT_S):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.conn = Client(address, family="AF_UNIX", authkey=authkey)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise RenderServiceError(f"the render service at {address} did not come up in {timeout:.0f} s")
+                time.sleep(0.05)
+        self._lock = threading.Lock()
+        self._keys: set[str] = set()
+        name, self.encodes_jpeg = self._call(("hello",), timeout)
+        self.name = f"{name} (render service)"
+
+    def _call(self, msg: tuple, timeout: float | None = None):
+        with self._lock:
+            try:
+                self.conn.send(msg)
+                if timeout is not None and not self.conn.poll(timeout):
+                    raise RenderServiceError(f"the render service did not answer {msg[0]!r} in {timeout:.0f} s")
+                ok, payload = self.conn.recv()
+            except (EOFError, OSError, BrokenPipeError) as exc:
+                raise RenderServiceError(f"the render service is gone ({exc!r}); the server must be restarted") from exc
+        if not ok:
+            raise payload
+        return payload
+
+    def prepare(self, rig) -> RemoteRig:
+        data = pickle.dumps(rig, protocol=pickle.HIGHEST_PROTOCOL)
+        key = hashlib.sha1(data).hexdigest()
+        if key not in self._keys:
+            self._call(("prepare", key, data))
+            self._keys.add(key)
+        return RemoteRig(key)
+
+    def render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]:
+        items = [(rq.prepared.key, np.asarray(rq.motion, np.float32), int(rq.width), int(rq.height),
+                  bool(rq.alpha_matte), bool(rq.bgra), bool(rq.flip_y), int(rq.jpeg_quality)) for rq in requests]
+        return self._call(("render", items))
+
+    def render(self, prepared: RemoteRig, motion: np.ndarray, width: int, height: int,
+               alpha_matte: bool = False) -> np.ndarray:
+        m = np.asarray(motion, np.float32).reshape(-1, np.asarray(motion).shape[-1])
+        return np.stack(self.render_many([RenderRequest(prepared, row, width, height, alpha_matte) for row in m]))
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------------------------------------
+# the service process
+# ------------------------------------------------------------------------------------------------
+class _Service:
+    def __init__(self, config: ServerConfig, listener: Listener, parent: Connection):
+        from ..render.backends import make_renderer
+
+        self.config = config
+        self.listener = listener
+        self.parent = parent
+        self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
+        self.prepared: dict[str, object] = {}
+        self.conns: list[Connection] = []
+        self._new: list[Connection] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.coalesce_s = config.coalesce_ms / 1000.0
+        self.batches = 0
+        self.frames = 0
+
+    def warm_up(self) -> None:
+        """Render the built-in character once at the common sizes (pixels and JPEG), so that CUDA's
+        lazy start-up, kernel compilation and the JPEG encoder's set-up are not paid by the first NPC."""
+        from ..character.store import CharacterStore
+        from ..config import DEFAULT_CHARACTER_ID
+        from ..render.throughput import talking_motions
+
+        t0 = time.perf_counter()
+        store = CharacterStore(self.config.cache_dir)
+        try:
+            prepared = self.renderer.prepare(store.get(DEFAULT_CHARACTER_ID))
+        finally:
+            store.close()
+        m = talking_motions(4)
+        jpeg = 85 if getattr(self.renderer, "encodes_jpeg", False) else 0
+        for size in (256, 512):
+            for q in {0, jpeg}:
+                self.renderer.render_many([RenderRequest(prepared, row, size, size, jpeg_quality=q) for row in m])
+        log.info("render service warm (%s) in %.1f s", self.renderer.name, time.perf_counter() - t0)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn = self.listener.accept()
+            except (OSError, EOFError):
+                return
+            except Exception as exc:  # noqa: BLE001 - a client that failed the handshake
+                log.warning("render service: a connection was refused (%s)", exc)
+                continue
+            with self._lock:
+                self._new.append(conn)
+            self._wake_w.send(b"x")
+
+    def run(self) -> None:
+        threading.Thread(target=self._accept, name="render-service-accept", daemon=True).start()
+        self.parent.send(("ready", os.getpid()))
+        pending: list[tuple[Connection, list]] = []
+        while True:
+            with self._lock:
+                self.conns.extend(self._new)
+                self._new.clear()
+            ready = wait(self.conns + [self.parent, self._wake_r], timeout=None if not pending else 0)
+            if self.parent in ready:
+                return  # the server asked us to stop, or is gone
+            if self._wake_r in ready:
+                self._wake_r.recv(4096)
+            for c in ready:
+                if c is self._wake_r:
+                    continue
+                self._read(c, pending)
+            if not pending:
+                continue
+            # the other workers' requests of this tick: wait a little for them, then render all
+            deadline = time.monotonic() + self.coalesce_s
+            while len(pending) < len(self.conns):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                more = wait([c for c in self.conns if all(c is not p[0] for p in pending)], timeout=left)
+                if not more:
+                    break
+                for c in more:
+                    self._read(c, pending)
+            self._render(pending)
+            pending = []
+
+    def _read(self, conn: Connection, pending: list) -> None:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            self.conns.remove(conn)
+            return
+        op = msg[0]
+        try:
+            if op == "render":
+                pending.append((conn, msg[1]))
+                return
+            if op == "hello":
+                result = (self.renderer.name, bool(getattr(self.renderer, "encodes_jpeg", False)))
+            elif op == "prepare":
+                key = msg[1]
+                if key not in self.prepared:
+                    self.prepared[key] = self.renderer.prepare(pickle.loads(msg[2]))
+                    while len(self.prepared) > MAX_RIGS:
+                        self.prepared.pop(next(iter(self.prepared)))
+                result = key
+            else:
+                raise ValueError(f"unknown render service op {op!r}")
+            self._reply(conn, True, result)
+        except Exception as exc:  # noqa: BLE001 - goes back to that worker
+            self._reply(conn, False, exc)
+
+    def _reply(self, conn: Connection, ok: bool, payload) -> None:
+        try:
+            conn.send((ok, payload))
+        except (OSError, EOFError, BrokenPipeError):
+            if conn in self.conns:
+                self.conns.remove(conn)
+        except Exception as exc:  # noqa: BLE001 - an unpicklable exception: send its text
+            conn.send((False, RenderServiceError(str(exc))))
+
+    def _render(self, pending: list[tuple[Connection, list]]) -> None:
+        requests, spans, failed = [], [], []
+        for conn, items in pending:
+            start = len(requests)
+            try:
+                for key, motion, w, h, alpha, bgra, flip, jpeg in items:
+                    prepared = self.prepared.get(key)
+                    if prepared is None:
+                        raise RenderServiceError(f"character {key[:12]} is not prepared in the render service")
+                    requests.append(RenderRequest(prepared, motion, w, h, alpha, bgra=bgra, flip_y=flip,
+                                                  jpeg_quality=jpeg))
+            except Exception as exc:  # noqa: BLE001 - that worker's batch only
+                del requests[start:]
+                failed.append((conn, exc))
+                continue
+            spans.append((conn, start, len(requests)))
+        for conn, exc in failed:
+            self._reply(conn, False, exc)
+        if not requests:
+            return
+        try:
+            frames = self.renderer.render_many(requests)
+        except Exception as exc:  # noqa: BLE001 - every worker of this batch gets the error
+            log.exception("render service: a batch of %d frames failed", len(requests))
+            for conn, _, _ in spans:
+                self._reply(conn, False, RenderServiceError(f"rendering failed: {exc!r}"))
+            return
+        self.batches += 1
+        self.frames += len(requests)
+        for conn, a, b in spans:
+            self._reply(conn, True, frames[a:b])
+
+
+def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Connection, log_level: int) -> None:
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us after its workers
+    except (ValueError, OSError):  # pragma: no cover
+        pass
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s render-service %(name)s: %(message)s")
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    listener = Listener(address, family="AF_UNIX", authkey=authkey)
+    try:
+        service = _Service(config, listener, parent)
+        service.warm_up()
+        service.run()
+        log.info("render service stopped after %d batches, %d frames (%.1f per batch)", service.batches,
+                 service.frames, service.frames / max(1, service.batches))
+    finally:
+        listener.close()
+        logging.shutdown()
+        os._exit(0)
+
+
+class RenderServiceProcess:
+    """The server's handle on the render service: start it, tell workers where it is, stop it."""
+
+    def __init__(self, config: ServerConfig):
+        ctx = mp.get_context("spawn")
+        self._dir = tempfile.TemporaryDirectory(prefix="lpm-npc-render-")
+        self.address = str(Path(self._dir.name) / "service.sock")
+        self.authkey = secrets.token_bytes(16)
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_service_main, name="lpm-npc-render-service",
+                                args=(config, self.address, self.authkey, child,
+                                      logging.getLogger().getEffectiveLevel()), daemon=True)
+        self.proc.start()
+        child.close()
+        self.pid = self.proc.pid
+
+    @property
+    def endpoint(self) -> tuple[str, bytes]:
+        return self.address, self.authkey
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        try:
+            self.conn.close()  # the service sees EOF and returns
+        except OSError:
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            log.warning("the render service did not stop in %.1f s; terminating it", timeout)
+            self.proc.terminate()
+            self.proc.join(2.0)
+        self._dir.cleanup()
+
+
+def use_render_service(config: ServerConfig) -> bool:
+    """Whether the worker processes render through one render service: `render_service` "on", or
+    "auto" with a GPU device and worker processes (one context feeding the GPU big batches)."""
+    mode = str(config.render_service).lower()
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"render_service must be 'auto', 'on' or 'off', got {config.render_service!r}")
+    if config.worker_processes < 1 or mode == "off":
+        return False
+    return mode == "on" or not str(config.device).startswith("cpu")
