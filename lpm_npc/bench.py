@@ -454,6 +454,9 @@ def add_marginal_memory(rows: list[dict]) -> None:
         first["rss_mb_per_added_session"] = first["rss_mb_per_session"]
         for r in group[1:]:
             added = r["sessions"] - first["sessions"]
+            if added == 0:  # the same row again
+                r["rss_mb_per_added_session"] = r["rss_mb_per_session"]
+                continue
             r["rss_mb_per_added_session"] = round(
                 max(0.0, r["server_rss_mb_peak"] - first["server_rss_mb_peak"]) / added, 1)
 

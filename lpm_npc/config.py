@@ -145,5 +145,8 @@ class ServerConfig:
     serve_cost_per_mpx_ms: float = 25.0
     utilisation: float = 0.85       # share of the frame makers' time the server may commit
     coalesce_ms: float = 2.0        # a tick's batch waits this long for the rest of its requests
+    # the render service waits at most this long for the other workers' requests of a tick (each
+    # worker first runs audio and motion for its sessions: ~1.5 ms per NPC)
+    service_coalesce_ms: float = 12.0
     drain_seconds: float = 5.0
     outbound_queue_frames: int = 2

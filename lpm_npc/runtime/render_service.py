@@ -20,8 +20,9 @@ on the GPU when the sessions ask for JPEG) and sends each worker its frames back
 
 Rigs are keyed by a hash of their pickled bytes, so workers serving the same character share one
 prepared copy on the GPU. Requests that arrive while a batch renders make up the next batch; after the
-first request of a batch the service waits up to `coalesce_ms` for the other workers' requests of
-the same tick.
+first request of a batch the service waits for the requests of every worker that rendered in the last
+half second, at most `ServerConfig.service_coalesce_ms`: sessions tick on one server-wide grid
+(`scheduler.aligned_start`), so in steady state one call renders every NPC's frame of a tick.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 180.0   # a worker waits this long for the service (it warms up the GPU first)
 MAX_RIGS = 128              # prepared rigs kept on the device (least recently used go first)
+ACTIVE_S = 0.5              # a worker that sent a render request this recently is waited for
 
 
 class RenderServiceError(LpmError):
@@ -137,7 +139,8 @@ class _Service:
         self._new: list[Connection] = []
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
-        self.coalesce_s = config.coalesce_ms / 1000.0
+        self.wait_s = config.service_coalesce_ms / 1000.0
+        self._last_seen: dict[Connection, float] = {}
         self.batches = 0
         self.frames = 0
 
@@ -193,17 +196,23 @@ class _Service:
                 self._read(c, pending)
             if not pending:
                 continue
-            # the other workers' requests of this tick: wait a little for them, then render all
-            deadline = time.monotonic() + self.coalesce_s
-            while len(pending) < len(self.conns):
+            # the other workers' requests of this tick: wait for every worker that rendered lately
+            # (or until `service_coalesce_ms` passed), so that one call renders the whole tick
+            now = time.monotonic()
+            for c, _ in pending:
+                self._last_seen[c] = now
+            expected = [c for c in self.conns if now - self._last_seen.get(c, -1e9) < ACTIVE_S]
+            deadline = now + self.wait_s
+            while any(all(c is not p[0] for p in pending) for c in expected):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                more = wait([c for c in self.conns if all(c is not p[0] for p in pending)], timeout=left)
+                more = wait([c for c in expected if all(c is not p[0] for p in pending)], timeout=left)
                 if not more:
                     break
                 for c in more:
                     self._read(c, pending)
+                    self._last_seen[c] = time.monotonic()
             self._render(pending)
             pending = []
 

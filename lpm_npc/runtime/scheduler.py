@@ -65,9 +65,11 @@ class FrameScheduler:
     """Makes the frames of many sessions in batched renderer calls on `workers` threads."""
 
     def __init__(self, renderer, workers: int = 1, coalesce_s: float = 0.002, max_batch: int = 64,
-                 on_batch_done: Callable[[], None] | None = None):
+                 on_batch_done: Callable[[], None] | None = None, split_ticks: bool = True):
         """`on_batch_done` runs after the callbacks of each batch (a worker process sends their
-        replies in one message)."""
+        replies in one message). split_ticks=False: a thread takes the whole queue (one tick in one
+        call; the threads then overlap successive ticks, e.g. motion of one while another renders)."""
+        self.split_ticks = bool(split_ticks)
         self.renderer = renderer
         self.on_batch_done = on_batch_done
         self.coalesce_s = float(coalesce_s)
@@ -164,7 +166,7 @@ class FrameScheduler:
                 if not self._queue:
                     self._idle -= 1
                     continue
-                share = math.ceil(len(self._queue) / max(1, self._idle))
+                share = math.ceil(len(self._queue) / max(1, self._idle if self.split_ticks else 1))
                 share = min(share, self.max_batch)
                 batch, self._queue = self._queue[:share], self._queue[share:]
                 self._idle -= 1

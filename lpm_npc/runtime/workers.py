@@ -118,6 +118,7 @@ class _Worker:
         self.conn = conn
         self.config = config
         self._send_lock = threading.Lock()
+        self._reply_lock = threading.Lock()
         self.store = CharacterStore(config.cache_dir)
         if service is not None:  # one render process renders for every worker (render_service.py)
             from .render_service import RemoteRenderer
@@ -127,7 +128,10 @@ class _Worker:
             self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
         feature_kernel.warm_up()  # the speech features' compiled steps, before any session's audio
         self._outbox: list[tuple] = []   # frame replies of the batch being made
-        self.scheduler = FrameScheduler(self.renderer, workers=1, coalesce_s=config.coalesce_ms / 1000.0,
+        # with a render service, two threads: one tick's motion runs while the previous tick's frames
+        # are rendered (the thread waiting for the service holds no GIL)
+        self.scheduler = FrameScheduler(self.renderer, workers=2 if service is not None else 1,
+                                        split_ticks=service is None, coalesce_s=config.coalesce_ms / 1000.0,
                                         on_batch_done=self._send_replies)
         self.sessions: dict = {}
         self.audio_seq: dict[str, int] = {}
@@ -222,6 +226,10 @@ class _Worker:
     def _send_replies(self) -> None:
         """A batch's frame replies in one message (REPLIES), not one wake-up of the server each; their
         pixels go through the frame ring when there is room."""
+        with self._reply_lock:  # the frame ring has one writer at a time (two frame threads with a render service)
+            self._send_replies_locked()
+
+    def _send_replies_locked(self) -> None:
         with self._send_lock:
             replies, self._outbox = self._outbox, []
         if self.ring is not None:
