@@ -32,6 +32,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import queue
 import secrets
 import signal
 import socket
@@ -140,6 +141,8 @@ class _Service:
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self.wait_s = config.service_coalesce_ms / 1000.0
+        self.threads = max(1, int(config.render_threads))
+        self._idle = self.threads
         self._last_seen: dict[Connection, float] = {}
         self.batches = 0
         self.frames = 0
@@ -179,14 +182,19 @@ class _Service:
 
     def run(self) -> None:
         threading.Thread(target=self._accept, name="render-service-accept", daemon=True).start()
+        jobs: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(self.threads):
+            threading.Thread(target=self._render_loop, args=(jobs,), name=f"render-service-{i}", daemon=True).start()
         self.parent.send(("ready", os.getpid()))
         pending: list[tuple[Connection, list]] = []
         while True:
             with self._lock:
                 self.conns.extend(self._new)
                 self._new.clear()
-            ready = wait(self.conns + [self.parent, self._wake_r], timeout=None if not pending else 0)
+            ready = wait(self.conns + [self.parent, self._wake_r])
             if self.parent in ready:
+                for _ in range(self.threads):
+                    jobs.put(None)
                 return  # the server asked us to stop, or is gone
             if self._wake_r in ready:
                 self._wake_r.recv(4096)
@@ -194,8 +202,10 @@ class _Service:
                 if c is self._wake_r:
                     continue
                 self._read(c, pending)
-            if not pending:
-                continue
+            with self._lock:
+                free = self._idle > 0
+            if not pending or not free:
+                continue  # requests wait for a free render thread (the next batch grows meanwhile)
             # the other workers' requests of this tick: wait for every worker that rendered lately
             # (or until `service_coalesce_ms` passed), so that one call renders the whole tick
             now = time.monotonic()
@@ -213,8 +223,25 @@ class _Service:
                 for c in more:
                     self._read(c, pending)
                     self._last_seen[c] = time.monotonic()
-            self._render(pending)
+            with self._lock:
+                self._idle -= 1
+            jobs.put(pending)
             pending = []
+
+    def _render_loop(self, jobs: "queue.SimpleQueue") -> None:
+        """A render thread: the GPU waits of one batch (the frames' transfer, the JPEG encoder) overlap
+        the host work of the next (planning, kernel launches), which holds Python's GIL."""
+        while True:
+            batch = jobs.get()
+            if batch is None:
+                return
+            try:
+                self._render(batch)
+            except Exception:  # noqa: BLE001 - a dead render thread would stall every worker
+                log.exception("render service: a batch failed")
+            with self._lock:
+                self._idle += 1
+            self._wake_w.send(b"r")
 
     def _read(self, conn: Connection, pending: list) -> None:
         try:
@@ -278,8 +305,9 @@ class _Service:
             for conn, _, _ in spans:
                 self._reply(conn, False, RenderServiceError(f"rendering failed: {exc!r}"))
             return
-        self.batches += 1
-        self.frames += len(requests)
+        with self._lock:
+            self.batches += 1
+            self.frames += len(requests)
         for conn, a, b in spans:
             self._reply(conn, True, frames[a:b])
 
