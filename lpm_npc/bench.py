@@ -351,14 +351,15 @@ def _machine() -> dict:
 
 
 def bare_renderer_fps(size: int, batch: int, threads: int, cache_dir: Path | None, backend: str = "torch",
-                      device: str = "cpu") -> float | None:
+                      device: str = "cpu", jpeg_quality: int = 0) -> float | None:
     """Frames/s of the renderer alone (same kernels, no server), scaled to `threads` workers on CPU
     (a GPU backend is measured as it is: one device)."""
     try:
         from .render.throughput import bare_render_throughput
     except ImportError:
         return None
-    r = bare_render_throughput(size=size, batch=batch, seconds=3.0, backend=backend, device=device)
+    r = bare_render_throughput(size=size, batch=batch, seconds=3.0, backend=backend, device=device,
+                               jpeg_quality=jpeg_quality)
     return float(r["frames_per_s"]) * (threads if device.startswith("cpu") else 1)
 
 
@@ -399,7 +400,9 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
         # a GPU is measured with the biggest batch the sweep gives one call (its best case); on CPU
         # a tick's batch per render thread or worker is small
         batch = 8 if device.startswith("cpu") else max(8, max(session_counts))
-        bare[size] = bare_renderer_fps(size, batch, render_threads, cache_dir, backend, device)
+        # JPEG sessions: the bare renderer returns JPEG files too (encoded on the GPU where it can)
+        bare[size] = bare_renderer_fps(size, batch, render_threads, cache_dir, backend, device,
+                                       jpeg_quality=85 if pixel_format is PixelFormat.JPEG else 0)
     sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(session_counts)), "--no-admission",
                                                          "--render-threads", str(render_threads),
                                                          "--workers", str(workers),

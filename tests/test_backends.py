@@ -197,3 +197,22 @@ def test_tensorrt_engine_agrees_and_is_cached(reference, rigs, tmp_path):
     # a second renderer loads the cached engines instead of building them
     r2 = make_renderer("tensorrt", "cuda", cache_dir=tmp_path)
     assert_close(r.render(p, MOTIONS, 256, 256), r2.render(r2.prepare(rigs[0]), MOTIONS, 256, 256), 0.01, 1.0)
+
+
+@cuda
+def test_gpu_jpeg_decodes_to_the_gpu_pixels(rigs):
+    """JPEG encoded on the GPU (render/gpu_jpeg.py) gives back the CUDA renderer's pixels, flipped when asked."""
+    import cv2
+
+    r = make_renderer("torch", "cuda")
+    if not r.encodes_jpeg:
+        pytest.skip("torchvision with CUDA JPEG encoding is not installed")
+    p = r.prepare(rigs[0])
+    pixels = r.render(p, MOTIONS, 256, 256)
+    for flip in (False, True):
+        files = r.render_many([RenderRequest(p, m, 256, 256, flip_y=flip, jpeg_quality=90) for m in MOTIONS])
+        for k, f in enumerate(files):
+            assert f.ndim == 1 and f[:2].tobytes() == b"\xff\xd8"
+            rgb = cv2.cvtColor(cv2.imdecode(f, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            want = pixels[k, ::-1, :, :3] if flip else pixels[k, :, :, :3]
+            assert np.abs(rgb.astype(int) - want.astype(int)).mean() < 2.5

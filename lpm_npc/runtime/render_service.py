@@ -107,6 +107,10 @@ class RemoteRenderer:
             self._keys.add(key)
         return RemoteRig(key)
 
+    def stats(self) -> tuple[int, int]:
+        """(batches, frames) the service has rendered, for every worker together."""
+        return tuple(self._call(("stats",)))
+
     def render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]:
         items = [(rq.prepared.key, np.asarray(rq.motion, np.float32), int(rq.width), int(rq.height),
                   bool(rq.alpha_matte), bool(rq.bgra), bool(rq.flip_y), int(rq.jpeg_quality)) for rq in requests]
@@ -256,6 +260,9 @@ class _Service:
                 return
             if op == "hello":
                 result = (self.renderer.name, bool(getattr(self.renderer, "encodes_jpeg", False)))
+            elif op == "stats":
+                with self._lock:
+                    result = (self.batches, self.frames)
             elif op == "prepare":
                 key = msg[1]
                 if key not in self.prepared:

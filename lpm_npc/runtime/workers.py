@@ -630,6 +630,18 @@ class WorkerPool:
             raise
         return session
 
+    def service_stats(self) -> tuple[int, int] | None:
+        """(batches, frames) rendered by the render service so far; None without one."""
+        if self.service is None:
+            return None
+        from .render_service import RemoteRenderer
+
+        client = RemoteRenderer(*self.service.endpoint, timeout=10.0)
+        try:
+            return client.stats()
+        finally:
+            client.close()
+
     def close(self, timeout: float = 5.0) -> None:
         atexit.unregister(self._at_exit)
         with self._lock:

@@ -1,0 +1,149 @@
+"""The render service (runtime/render_service.py): one process renders for every worker process.
+
+Runs on the CPU here with real worker processes and a real service process; on a GPU the same code
+feeds one CUDA context. No wall-clock timing is asserted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import cv2
+import numpy as np
+import pytest
+
+from lpm_npc.config import OutputOptions, ServerConfig, SessionOptions
+from lpm_npc.encode import FrameEncoder, decode_frame
+from lpm_npc.render.backends import make_renderer
+from lpm_npc.runtime.render_service import use_render_service
+from lpm_npc.runtime.runtime import Runtime
+from lpm_npc.runtime.session import PerformSession
+from lpm_npc.types import AudioChannel, Emotion, PixelFormat
+
+
+def test_render_service_is_used_with_a_gpu_and_workers_or_when_asked():
+    assert not use_render_service(ServerConfig(worker_processes=2))                   # CPU: workers render
+    assert use_render_service(ServerConfig(worker_processes=2, device="cuda"))
+    assert not use_render_service(ServerConfig(worker_processes=0, device="cuda"))    # no workers
+    assert use_render_service(ServerConfig(worker_processes=1, render_service="on"))
+    assert not use_render_service(ServerConfig(worker_processes=4, device="cuda", render_service="off"))
+    with pytest.raises(ValueError, match="render_service"):
+        use_render_service(ServerConfig(worker_processes=2, render_service="maybe"))
+
+
+@pytest.fixture(scope="module")
+def service_runtime(cache_dir):
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, worker_processes=2, render_service="on", admission=False))
+    rt.store.ensure_default()
+    rt.pool.wait_ready()
+    yield rt
+    rt.close()
+
+
+def _pcm(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def test_frames_from_the_service_equal_in_process_frames_and_ticks_are_batched(service_runtime, npc_speech):
+    """Same seed, same inputs: sessions on two workers, rendered by the service, give this process's
+    pixels; the service renders the two workers' requests of a tick together."""
+    samples, _ = npc_speech
+    rt = service_runtime
+    opts = SessionOptions(output=OutputOptions(width=96, height=96))
+    remotes = [rt.open_session(opts, seed=5) for _ in range(2)]
+    assert {r.worker.slot for r in remotes} == {0, 1}
+    rig = rt.store.get("default")
+    local = PerformSession(opts, rig, rt._prepare("default", rig), rt.renderer, seed=5)
+    batches0, frames0 = remotes[0].worker.pool.service_stats()
+    try:
+        for s in remotes + [local]:
+            s.set_dialogue_state(emotion=Emotion.HAPPY, intensity=0.7, transition_ms=0)
+        pos, worst = 0, 0
+
+        async def tick():
+            return await asyncio.gather(*[r.render() for r in remotes])
+
+        for i in range(24):
+            until = int((i + 1) / 30 * 16000) + 1600
+            while pos < until:
+                for s in remotes + [local]:
+                    s.push_audio(AudioChannel.NPC, _pcm(samples[pos:pos + 320]), 16000, arrived_at=1.0)
+                pos += 320
+            frames = asyncio.run(tick())
+            fl = local.render_next()
+            for fr in frames:
+                assert (fr.index, fr.pts_us) == (fl.index, fl.pts_us)
+                a = np.frombuffer(fr.encoded.data, np.uint8).astype(int)
+                b = np.frombuffer(fl.encoded.data, np.uint8).astype(int)
+                worst = max(worst, int(np.abs(a - b).max()))
+        assert worst <= 2
+        batches, frames_done = remotes[0].worker.pool.service_stats()
+        assert frames_done - frames0 == 48
+        assert batches - batches0 < 48   # ticks of the two workers shared render calls
+    finally:
+        for r in remotes:
+            rt.close_session(r)
+
+
+def test_a_session_opened_later_renders_through_the_same_service(service_runtime):
+    rt = service_runtime
+    ok = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=1)
+    try:
+        first = ok.render_next()
+        assert first.encoded.width == 64
+        assert ok.render_next().index == first.index + 1
+        assert rt.pool.service_stats()[1] >= 2
+    finally:
+        rt.close_session(ok)
+
+
+class _EncodingRenderer:
+    """The CPU renderer plus JPEG encoding of the frames it is asked to encode, standing in for the
+    CUDA renderer's nvJPEG path (render/gpu_jpeg.py) so that the session side is tested here."""
+
+    encodes_jpeg = True
+
+    def __init__(self):
+        self.inner = make_renderer("torch", "cpu")
+        self.name = "cpu+jpeg"
+        self.asked = []
+
+    def prepare(self, rig):
+        return self.inner.prepare(rig)
+
+    def render_many(self, requests):
+        out = []
+        for rq, rgba in zip(requests, self.inner.render_many(requests)):
+            self.asked.append((rq.jpeg_quality, rq.flip_y))
+            if rq.jpeg_quality:
+                # (the inner renderer already flipped the rows: flip_y is one of its conversions)
+                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(rgba), cv2.COLOR_RGBA2BGR),
+                                       [cv2.IMWRITE_JPEG_QUALITY, rq.jpeg_quality])
+                out.append(buf.reshape(-1))
+            else:
+                out.append(rgba)
+        return out
+
+
+def test_a_session_passes_a_jpeg_made_by_the_renderer_through(cache_dir):
+    from lpm_npc.character.store import CharacterStore
+
+    store = CharacterStore(cache_dir)
+    rig = store.get("default")
+    renderer = _EncodingRenderer()
+    prepared = renderer.prepare(rig)
+    jpeg = SessionOptions(output=OutputOptions(width=80, height=80, pixel_format=PixelFormat.JPEG,
+                                               jpeg_quality=90, flip_y=True))
+    frame = PerformSession(jpeg, rig, prepared, renderer, seed=3).render_next()
+    assert renderer.asked[-1] == (90, True)
+    assert frame.encoded.pixel_format is PixelFormat.JPEG and frame.encoded.data[:2] == b"\xff\xd8"
+    pixels = PerformSession(SessionOptions(output=OutputOptions(width=80, height=80)), rig, prepared,
+                            renderer, seed=3).render_next()
+    assert renderer.asked[-1] == (0, False)   # raw frames are not asked for as JPEG
+    got = decode_frame(frame.encoded.data, 80, 80, PixelFormat.JPEG, flip_y=True)
+    want = decode_frame(pixels.encoded.data, 80, 80, PixelFormat.RGBA8)
+    assert np.abs(got[..., :3].astype(int) - want[..., :3].astype(int)).mean() < 6.0   # JPEG loss at 80x80
+    # and it is the frame the session's own encoder would have made of those pixels
+    own = FrameEncoder(PixelFormat.JPEG, flip_y=True, jpeg_quality=90).encode(want)
+    mine = decode_frame(own.data, 80, 80, PixelFormat.JPEG, flip_y=True)
+    assert np.abs(got.astype(int) - mine.astype(int)).max() <= 1
+    store.close()
