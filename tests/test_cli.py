@@ -128,6 +128,8 @@ def test_workers_auto_is_one_process_per_usable_core(monkeypatch):
     assert cli._workers("auto", "cpu") == 2 and cli._workers(0, "cpu") == 0
     assert cli._workers("auto", "cuda") == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
-    assert cli._workers("auto", "cpu") == config.MAX_AUTO_WORKERS and cli._workers("auto", "cuda") == 4
+    assert cli._workers("auto", "cpu") == config.MAX_AUTO_WORKERS and cli._workers("auto", "cuda") == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    assert cli._workers("auto", "cuda") == 6   # half the cores with a GPU (the render service renders)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert cli._workers("auto", "cpu") == 0   # one core: no worker processes to spread over

@@ -440,8 +440,10 @@ class TorchRenderer:
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, rig: CharacterRig) -> PreparedRig:
-        if self.fused and self.device.type == "cpu" and self.cpu_remap:
-            cpu_kernels.warm_up()  # compiled (or loaded from numba's cache) before the first frame, not during it
+        if self.fused:
+            # compiled (or loaded from numba's cache) before the first frame, not during it; the planning
+            # kernels (contour tables, lip splines) run on the host for every device, the rest on the CPU path
+            cpu_kernels.warm_up()
         g = rig.geometry
         dev = self.device
         S = rig.size

@@ -150,6 +150,9 @@ class _Service:
         self._last_seen: dict[Connection, float] = {}
         self.batches = 0
         self.frames = 0
+        self.wait_total = 0.0     # s from a batch's first request to its dispatch to a render thread
+        self.render_total = 0.0   # s inside render_many
+        self.started = time.monotonic()
 
     def warm_up(self) -> None:
         """Render the built-in character once at the common sizes (pixels and JPEG), so that CUDA's
@@ -229,6 +232,7 @@ class _Service:
                     self._last_seen[c] = time.monotonic()
             with self._lock:
                 self._idle -= 1
+                self.wait_total += time.monotonic() - now
             jobs.put(pending)
             pending = []
 
@@ -305,6 +309,7 @@ class _Service:
             self._reply(conn, False, exc)
         if not requests:
             return
+        t0 = time.perf_counter()
         try:
             frames = self.renderer.render_many(requests)
         except Exception as exc:  # noqa: BLE001 - every worker of this batch gets the error
@@ -315,6 +320,7 @@ class _Service:
         with self._lock:
             self.batches += 1
             self.frames += len(requests)
+            self.render_total += time.perf_counter() - t0
         for conn, a, b in spans:
             self._reply(conn, True, frames[a:b])
 
@@ -335,8 +341,12 @@ def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Co
         service = _Service(config, listener, parent)
         service.warm_up()
         service.run()
-        log.info("render service stopped after %d batches, %d frames (%.1f per batch)", service.batches,
-                 service.frames, service.frames / max(1, service.batches))
+        n = max(1, service.batches)
+        log.info("render service stopped after %d batches, %d frames (%.1f per batch; per batch %.1f ms waiting "
+                 "for the tick's requests, %.1f ms rendering; rendering %.0f%% of %.0f s)", service.batches,
+                 service.frames, service.frames / n, service.wait_total / n * 1e3, service.render_total / n * 1e3,
+                 100 * service.render_total / max(1e-9, time.monotonic() - service.started),
+                 time.monotonic() - service.started)
     finally:
         listener.close()
         logging.shutdown()
