@@ -185,7 +185,8 @@ def proc_rss_mb(pid: int) -> float:
 
 def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray, fps: int = 30,
                    pixel_format: PixelFormat = PixelFormat.RGBA8, cache_dir: Path | None = None,
-                   sidecar: Sidecar | None = None, workers: int = 0, loadgen: Path | None = None) -> dict:
+                   sidecar: Sidecar | None = None, workers: int = 0, loadgen: Path | None = None,
+                   backend: str = "torch", device: str = "cpu") -> dict:
     """N live sessions against a `lpm-npc serve` child (started here unless `sidecar` is given).
 
     CPU and memory count the server process and its worker processes (`workers`) together. The
@@ -194,7 +195,8 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
     own = sidecar is None
     if own:
         sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(16, sessions)),
-                                                             "--no-admission", "--workers", str(workers)])
+                                                             "--no-admission", "--workers", str(workers),
+                                                             "--backend", backend, "--device", device])
     results: list[dict] = []
     try:
         client = sidecar.wait_ready()
@@ -527,7 +529,8 @@ def _latency_bar(sessions: int, fps: int) -> str:
 
 def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: int = 30,
               stage_frames: int = 300, json_path: Path | None = None, cache_dir: Path | None = None,
-              workers: int = 0, client: str = "auto", pixel_format: PixelFormat = PixelFormat.RGBA8) -> dict:
+              workers: int = 0, client: str = "auto", pixel_format: PixelFormat = PixelFormat.RGBA8,
+              backend: str = "torch", device: str = "cpu") -> dict:
     loadgen = _loadgen(client)
     speech = _speech16k()
     print(f"lpm-npc bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -545,7 +548,7 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
           f"render {b['render']:.3f}, encode {b['encode']:.3f}) against {stages['cpu_ms_per_frame']:.3f} alone")
     stages["batch4"] = batched
     rt = bench_realtime(size, seconds, sessions, speech, fps=fps, cache_dir=cache_dir, workers=workers,
-                        loadgen=loadgen, pixel_format=pixel_format)
+                        loadgen=loadgen, pixel_format=pixel_format, backend=backend, device=device)
     print(f"\nReal time over loopback gRPC: {sessions} session(s), {size}x{size} {pixel_format.name} @ {fps} fps, {seconds:.0f} s of live speech "
           f"({rt['client']} client; server with {workers} worker process(es))")
     print(f"  received fps        {rt['fps_per_session']} (aggregate {rt['aggregate_fps']} of {rt['target_fps']})")

@@ -124,7 +124,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         return 0
     run_bench(size=args.size[0], seconds=args.seconds, sessions=args.sessions[0], fps=args.fps,
               json_path=Path(args.json) if args.json else None, workers=workers, client=args.client,
-              pixel_format=PixelFormat(args.pixel_format))
+              pixel_format=PixelFormat(args.pixel_format), backend=args.backend, device=args.device)
     return 0
 
 
