@@ -147,3 +147,50 @@ def test_a_session_passes_a_jpeg_made_by_the_renderer_through(cache_dir):
     mine = decode_frame(own.data, 80, 80, PixelFormat.JPEG, flip_y=True)
     assert np.abs(got.astype(int) - mine.astype(int)).max() <= 1
     store.close()
+
+
+def test_streams_through_the_render_service_keep_order_with_two_frames_in_flight(cache_dir, npc_speech):
+    """A real server with a render service: each session keeps two requests in flight (servicer
+    FRAMES_IN_FLIGHT); frames still arrive once each, in order, with their own pts and JPEG data."""
+    import threading
+    import time
+
+    from grpc_helpers import collect, feed_realtime
+    from lpm_npc.client import NpcClient
+    from lpm_npc.server.app import BackgroundServer
+
+    srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, max_sessions=4, worker_processes=2,
+                                        render_service="on", admission=False, drain_seconds=1.0))
+    srv.start()
+    try:
+        srv.runtime.pool.wait_ready()
+        client = NpcClient(srv.address)
+        client.wait_ready(30)
+        samples, _ = npc_speech
+        results: dict[int, object] = {}
+
+        def run(k: int) -> None:
+            with client.perform(width=96, height=96, fps=30, pixel_format=PixelFormat.JPEG) as stream:
+                feeder = threading.Thread(target=feed_realtime, args=(stream, AudioChannel.NPC, samples[:16000]),
+                                          daemon=True)
+                feeder.start()
+                results[k] = collect(stream, max_frames=24)
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(90)
+        for k in range(3):
+            got = results[k]
+            assert not got.errors, got.errors
+            idx = [f.index for _, f in got.frames]
+            assert len(idx) == 24 and idx == sorted(idx) and len(set(idx)) == 24
+            for _, f in got.frames:
+                assert f.pts_us == round(f.index * 1e6 / 30) and bytes(f.data[:2]) == b"\xff\xd8"
+        batches, frames = srv.runtime.pool.service_stats()
+        assert frames >= 72
+        client.close()
+    finally:
+        srv.stop()
+    time.sleep(0.1)
