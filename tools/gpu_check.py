@@ -32,10 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lpm_npc.performance.motion import MotionFrame  # noqa: E402
-from lpm_npc.render import gpu_jpeg  # noqa: E402
 from lpm_npc.render.backends import available_backends, make_renderer  # noqa: E402
 from lpm_npc.render.renderer import RenderRequest  # noqa: E402
-from lpm_npc.render.throughput import bare_render_throughput, default_rig, talking_motions  # noqa: E402
+from lpm_npc.render.throughput import bare_render_throughput, default_rig  # noqa: E402
 
 
 def motion(**w: float) -> np.ndarray:
