@@ -2,7 +2,7 @@
 
 With a GPU, N worker processes that each render their own sessions do not scale: the processes'
 contexts time-slice the GPU and their waits spin on the CPU. Measured on one H100 (512x512, JPEG
-encoded on the GPU, `.gpu/exp`-style run of `bare_render_throughput` in P processes at once): 1 process
+encoded on the GPU, `python tools/gpu_contention.py`): 1 process
 with batches of 8 gave 1047 frames/s; 2, 4 and 8 such processes gave 878, 1045 and 1167 frames/s
 together, at 2.3, 3.8 and 6.9 ms of CPU per frame; 1 process with batches of 64 gave 2541 frames/s at
 0.39 ms of CPU per frame.
