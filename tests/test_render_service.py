@@ -13,6 +13,7 @@ import pytest
 
 from lpm_npc.config import OutputOptions, ServerConfig, SessionOptions
 from lpm_npc.encode import FrameEncoder, decode_frame
+from lpm_npc.performance.motion import NUM_CHANNELS
 from lpm_npc.render.backends import make_renderer
 from lpm_npc.runtime.render_service import use_render_service
 from lpm_npc.runtime.runtime import Runtime
@@ -194,3 +195,33 @@ def test_streams_through_the_render_service_keep_order_with_two_frames_in_flight
     finally:
         srv.stop()
     time.sleep(0.1)
+
+
+def test_a_character_the_service_let_go_is_prepared_again_on_its_next_frame(cache_dir):
+    """The service keeps the last `max_rigs` characters; a worker whose character was let go gets its frame
+    anyway (it prepares the character again and repeats the request), not an error."""
+    import dataclasses
+
+    from lpm_npc.character.store import CharacterStore
+    from lpm_npc.render.renderer import RenderRequest
+    from lpm_npc.runtime.render_service import RemoteRenderer, RenderServiceProcess
+
+    store = CharacterStore(cache_dir)
+    rig_a = store.get("default")
+    store.close()
+    rig_b = dataclasses.replace(rig_a, face_score=rig_a.face_score * 0.5)   # another character to the service
+    service = RenderServiceProcess(ServerConfig(cache_dir=cache_dir, render_threads=1), max_rigs=1)
+    client = None
+    try:
+        client = RemoteRenderer(*service.endpoint, timeout=120.0)
+        motion = np.zeros(NUM_CHANNELS, np.float32)
+        a = client.prepare(rig_a)
+        first = client.render_many([RenderRequest(a, motion, 64, 64)])[0]
+        b = client.prepare(rig_b)            # the service now holds b only
+        assert b.key != a.key
+        np.testing.assert_array_equal(client.render_many([RenderRequest(a, motion, 64, 64)])[0], first)
+        assert client.render_many([RenderRequest(b, motion, 64, 64)])[0].shape == (64, 64, 4)   # b was let go too
+    finally:
+        if client is not None:
+            client.close()
+        service.stop()

@@ -1,9 +1,10 @@
 """JPEG encoding on the GPU: nvJPEG through `torchvision.io.encode_jpeg`, one batched call per tick.
 
-On the CUDA path the rendered frames are already on the device. Encoding them there sends ~40 KB per
-512x512 frame over PCIe instead of 1 MB of pixels, and frees the 2-4 ms of CPU that OpenCV's encoder
-takes per 512x512 frame (at 64 NPCs x 30 fps that is 4-8 cores). torchvision is optional (the `gpu`
-extra); without it, or on CPU, the session encodes with OpenCV as before (`lpm_npc.encode`).
+On the CUDA path the rendered frames are already on the device. Encoding them there sends ~60 KB per
+512x512 frame over PCIe (measured on an H100 at quality 90, docs/gpu_check_h100.json) instead of 1 MB
+of pixels, and frees the 2-4 ms of CPU that OpenCV's encoder takes per 512x512 frame (at 64 NPCs x 30
+fps that is 4-8 cores). torchvision is optional (install the build that matches your torch); without
+it, or on CPU, the session encodes with OpenCV as before (`lpm_npc.encode`).
 """
 
 from __future__ import annotations

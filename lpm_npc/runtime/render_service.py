@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 from multiprocessing.connection import Client, Connection, Listener, wait
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ from ..render.renderer import RenderRequest
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 180.0   # a worker waits this long for the service (it warms up the GPU first)
-MAX_RIGS = 128              # prepared rigs kept on the device (least recently used go first)
+MAX_RIGS = 128              # prepared rigs kept on the device (the least recently rendered go first)
 ACTIVE_S = 0.5              # a worker that sent a render request this recently is waited for
 
 
@@ -59,13 +60,26 @@ class RenderServiceError(LpmError):
     """The render service is gone or failed a batch."""
 
 
+class UnknownRigError(RenderServiceError):
+    """A request named characters the service no longer holds (it keeps the MAX_RIGS last used): the
+    worker prepares them again and repeats the request."""
+
+    def __init__(self, keys):
+        self.keys = sorted(keys)
+        super().__init__(f"characters {', '.join(k[:12] for k in self.keys)} are not prepared in the render service")
+
+    def __reduce__(self):
+        return type(self), (self.keys,)
+
+
 class RemoteRig:
     """What a worker holds for a character prepared in the render service."""
 
-    __slots__ = ("key",)
+    __slots__ = ("key", "rig")
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, rig):
         self.key = key
+        self.rig = rig   # to prepare it again if the service let it go
 
 
 class RemoteRenderer:
@@ -105,7 +119,7 @@ class RemoteRenderer:
         if key not in self._keys:
             self._call(("prepare", key, data))
             self._keys.add(key)
-        return RemoteRig(key)
+        return RemoteRig(key, rig)
 
     def stats(self) -> tuple[int, int]:
         """(batches, frames) the service has rendered, for every worker together."""
@@ -114,7 +128,15 @@ class RemoteRenderer:
     def render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]:
         items = [(rq.prepared.key, np.asarray(rq.motion, np.float32), int(rq.width), int(rq.height),
                   bool(rq.alpha_matte), bool(rq.bgra), bool(rq.flip_y), int(rq.jpeg_quality)) for rq in requests]
-        return self._call(("render", items))
+        try:
+            return self._call(("render", items))
+        except UnknownRigError as exc:
+            missing = set(exc.keys)
+            self._keys -= missing
+            for rq in requests:
+                if rq.prepared.key in missing and rq.prepared.key not in self._keys:
+                    self.prepare(rq.prepared.rig)
+            return self._call(("render", items))
 
     def render(self, prepared: RemoteRig, motion: np.ndarray, width: int, height: int,
                alpha_matte: bool = False) -> np.ndarray:
@@ -132,18 +154,19 @@ class RemoteRenderer:
 # the service process
 # ------------------------------------------------------------------------------------------------
 class _Service:
-    def __init__(self, config: ServerConfig, listener: Listener, parent: Connection):
+    def __init__(self, config: ServerConfig, listener: Listener, parent: Connection, max_rigs: int = MAX_RIGS):
         from ..render.backends import make_renderer
 
         self.config = config
         self.listener = listener
         self.parent = parent
         self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
-        self.prepared: dict[str, object] = {}
+        self.prepared: OrderedDict[str, object] = OrderedDict()   # by key, least recently rendered first
         self.conns: list[Connection] = []
         self._new: list[Connection] = []
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
+        self.max_rigs = max(1, int(max_rigs))
         self.wait_s = config.service_coalesce_ms / 1000.0
         self.threads = max(1, int(config.render_threads))
         self._idle = self.threads
@@ -269,10 +292,14 @@ class _Service:
                     result = (self.batches, self.frames)
             elif op == "prepare":
                 key = msg[1]
-                if key not in self.prepared:
-                    self.prepared[key] = self.renderer.prepare(pickle.loads(msg[2]))
-                    while len(self.prepared) > MAX_RIGS:
-                        self.prepared.pop(next(iter(self.prepared)))
+                with self._lock:
+                    known = key in self.prepared
+                if not known:
+                    prepared = self.renderer.prepare(pickle.loads(msg[2]))
+                    with self._lock:
+                        self.prepared[key] = prepared
+                        while len(self.prepared) > self.max_rigs:
+                            self.prepared.popitem(last=False)
                 result = key
             else:
                 raise ValueError(f"unknown render service op {op!r}")
@@ -294,12 +321,15 @@ class _Service:
         for conn, items in pending:
             start = len(requests)
             try:
-                for key, motion, w, h, alpha, bgra, flip, jpeg in items:
-                    prepared = self.prepared.get(key)
-                    if prepared is None:
-                        raise RenderServiceError(f"character {key[:12]} is not prepared in the render service")
-                    requests.append(RenderRequest(prepared, motion, w, h, alpha, bgra=bgra, flip_y=flip,
-                                                  jpeg_quality=jpeg))
+                with self._lock:
+                    missing = {item[0] for item in items if item[0] not in self.prepared}
+                    if missing:
+                        raise UnknownRigError(missing)
+                    for key in {item[0] for item in items}:
+                        self.prepared.move_to_end(key)
+                    for key, motion, w, h, alpha, bgra, flip, jpeg in items:
+                        requests.append(RenderRequest(self.prepared[key], motion, w, h, alpha, bgra=bgra,
+                                                      flip_y=flip, jpeg_quality=jpeg))
             except Exception as exc:  # noqa: BLE001 - that worker's batch only
                 del requests[start:]
                 failed.append((conn, exc))
@@ -325,7 +355,8 @@ class _Service:
             self._reply(conn, True, frames[a:b])
 
 
-def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Connection, log_level: int) -> None:
+def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Connection, log_level: int,
+                  max_rigs: int = MAX_RIGS) -> None:
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us after its workers
     except (ValueError, OSError):  # pragma: no cover
@@ -338,7 +369,7 @@ def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Co
     cv2.setNumThreads(1)
     listener = Listener(address, family="AF_UNIX", authkey=authkey)
     try:
-        service = _Service(config, listener, parent)
+        service = _Service(config, listener, parent, max_rigs)
         service.warm_up()
         service.run()
         n = max(1, service.batches)
@@ -356,7 +387,7 @@ def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Co
 class RenderServiceProcess:
     """The server's handle on the render service: start it, tell workers where it is, stop it."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerConfig, max_rigs: int = MAX_RIGS):
         ctx = mp.get_context("spawn")
         self._dir = tempfile.TemporaryDirectory(prefix="lpm-npc-render-")
         self.address = str(Path(self._dir.name) / "service.sock")
@@ -364,7 +395,7 @@ class RenderServiceProcess:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_service_main, name="lpm-npc-render-service",
                                 args=(config, self.address, self.authkey, child,
-                                      logging.getLogger().getEffectiveLevel()), daemon=True)
+                                      logging.getLogger().getEffectiveLevel(), max_rigs), daemon=True)
         self.proc.start()
         child.close()
         self.pid = self.proc.pid
@@ -372,9 +403,6 @@ class RenderServiceProcess:
     @property
     def endpoint(self) -> tuple[str, bytes]:
         return self.address, self.authkey
-
-    def alive(self) -> bool:
-        return self.proc.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
         try:
