@@ -186,7 +186,7 @@ def proc_rss_mb(pid: int) -> float:
 def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray, fps: int = 30,
                    pixel_format: PixelFormat = PixelFormat.RGBA8, cache_dir: Path | None = None,
                    sidecar: Sidecar | None = None, workers: int = 0, loadgen: Path | None = None,
-                   backend: str = "torch", device: str = "cpu") -> dict:
+                   backend: str = "torch", device: str = "cpu", render_service: str = "auto") -> dict:
     """N live sessions against a `lpm-npc serve` child (started here unless `sidecar` is given).
 
     CPU and memory count the server process and its worker processes (`workers`) together. The
@@ -196,7 +196,8 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
     if own:
         sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(16, sessions)),
                                                              "--no-admission", "--workers", str(workers),
-                                                             "--backend", backend, "--device", device])
+                                                             "--backend", backend, "--device", device,
+                                                             "--render-service", render_service])
     results: list[dict] = []
     try:
         client = sidecar.wait_ready()
@@ -387,7 +388,7 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
                 json_path: Path | None = None, plot_path: Path | None = None,
                 cache_dir: Path | None = None, render_threads: int = 2, workers: int = 0,
                 backend: str = "torch", device: str = "cpu", client: str = "auto",
-                pixel_format: PixelFormat = PixelFormat.RGBA8) -> dict:
+                pixel_format: PixelFormat = PixelFormat.RGBA8, render_service: str = "auto") -> dict:
     """The scaling table: aggregate fps, latency and memory for each (size, N) on one sidecar."""
     loadgen = _loadgen(client)
     torch.set_num_threads(1)
@@ -408,7 +409,8 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
     sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(session_counts)), "--no-admission",
                                                          "--render-threads", str(render_threads),
                                                          "--workers", str(workers),
-                                                         "--backend", backend, "--device", device])
+                                                         "--backend", backend, "--device", device,
+                                                         "--render-service", render_service])
     try:
         sidecar.wait_ready()
         # a short run first, not reported: the workers' first sessions pay one-off costs (compiled
@@ -440,6 +442,7 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
         sidecar.stop()
     add_marginal_memory(rows)
     report = {**machine, "kind": "scaling", "fps": fps, "render_threads": render_threads, "workers": workers,
+              "render_service": render_service,
               "client": "cpp" if loadgen is not None else "python",
               "backend": backend, "device": device, "pixel_format": pixel_format.value,
               "rows": rows,
@@ -530,7 +533,7 @@ def _latency_bar(sessions: int, fps: int) -> str:
 def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: int = 30,
               stage_frames: int = 300, json_path: Path | None = None, cache_dir: Path | None = None,
               workers: int = 0, client: str = "auto", pixel_format: PixelFormat = PixelFormat.RGBA8,
-              backend: str = "torch", device: str = "cpu") -> dict:
+              backend: str = "torch", device: str = "cpu", render_service: str = "auto") -> dict:
     loadgen = _loadgen(client)
     speech = _speech16k()
     print(f"lpm-npc bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -548,7 +551,8 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
           f"render {b['render']:.3f}, encode {b['encode']:.3f}) against {stages['cpu_ms_per_frame']:.3f} alone")
     stages["batch4"] = batched
     rt = bench_realtime(size, seconds, sessions, speech, fps=fps, cache_dir=cache_dir, workers=workers,
-                        loadgen=loadgen, pixel_format=pixel_format, backend=backend, device=device)
+                        loadgen=loadgen, pixel_format=pixel_format, backend=backend, device=device,
+                        render_service=render_service)
     print(f"\nReal time over loopback gRPC: {sessions} session(s), {size}x{size} {pixel_format.name} @ {fps} fps, {seconds:.0f} s of live speech "
           f"({rt['client']} client; server with {workers} worker process(es))")
     print(f"  received fps        {rt['fps_per_session']} (aggregate {rt['aggregate_fps']} of {rt['target_fps']})")

@@ -14,6 +14,7 @@ laptop both render. Paused sessions do not ask, so they cost nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -77,6 +78,11 @@ class FrameScheduler:
         self.stats = SchedulerStats()
         self._queue: list[tuple[PerformSession, Callback]] = []
         self._cond = threading.Condition()
+        # Held from taking a batch until its frames are begun, where a thread takes the whole queue:
+        # a session with two frames asked for (two in flight) then begins them (takes their index and
+        # motion) in the order asked, whichever thread takes which. Split ticks hold one request per
+        # session, and their threads' motion may overlap.
+        self._begin_lock = contextlib.nullcontext() if self.split_ticks else threading.Lock()
         self._idle = 0
         self._closed = False
         self._threads = [threading.Thread(target=self._run, name=f"frames-{i}", daemon=True)
@@ -85,16 +91,18 @@ class FrameScheduler:
             th.start()
 
     # -- requests ---------------------------------------------------------------------------------
-    def submit(self, session: PerformSession, callback: Callback) -> None:
-        """Ask for `session`'s next frame; `callback(frame, error)` runs on a worker thread."""
+    def submit(self, session: PerformSession, callback: Callback, index: int | None = None) -> None:
+        """Ask for `session`'s next frame; `callback(frame, error)` runs on a worker thread. With
+        `index`, the frames before it are skipped when this one begins (a server that skipped them)."""
         with self._cond:
             if self._closed:
                 raise SchedulerClosedError("the frame scheduler is closed: the server is shutting down")
-            self._queue.append((session, callback))
+            self._queue.append((session, callback) if index is None else (session, callback, index))
             self._cond.notify()
 
-    def submit_many(self, requests: list[tuple[PerformSession, Callback]]) -> None:
-        """`submit` for several sessions at once: a worker thread sees all of them or none."""
+    def submit_many(self, requests: list[tuple]) -> None:
+        """`submit` for several requests at once, each (session, callback[, index]): a worker thread
+        sees all of them or none."""
         if not requests:
             return
         with self._cond:
@@ -103,10 +111,14 @@ class FrameScheduler:
             self._queue.extend(requests)
             self._cond.notify()
 
-    async def render(self, session: PerformSession) -> RenderedFrame:
-        """The next frame of `session`, made together with the other sessions due now."""
+    def request(self, session: PerformSession) -> asyncio.Future:
+        """Ask for the next frame of `session` now, from the event loop; the Future gets the frame.
+
+        The session's frame index is taken before this returns (a worker process's session: its
+        request goes out at the end of this event-loop turn with the tick's others), so a caller
+        may ask again for the following frame before this one is back."""
         if getattr(session, "remote", False):  # a RemoteSession: its worker process batches it
-            return await session.render()
+            return session.request_frame()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
 
@@ -124,7 +136,11 @@ class FrameScheduler:
                 pass
 
         self.submit(session, done)
-        return await fut
+        return fut
+
+    async def render(self, session: PerformSession) -> RenderedFrame:
+        """The next frame of `session`, made together with the other sessions due now."""
+        return await self.request(session)
 
     def render_now(self, sessions: list[PerformSession]) -> list[RenderedFrame]:
         """Synchronously make the next frame of each session in one batch (benchmarks, offline)."""
@@ -162,29 +178,48 @@ class FrameScheduler:
                     return
             if self.coalesce_s > 0:
                 time.sleep(self.coalesce_s)  # the rest of this tick's requests arrive meanwhile
-            with self._cond:
-                if not self._queue:
+            with self._begin_lock:
+                with self._cond:
+                    if not self._queue:
+                        self._idle -= 1
+                        continue
+                    share = math.ceil(len(self._queue) / max(1, self._idle if self.split_ticks else 1))
+                    share = min(share, self.max_batch)
+                    batch, self._queue = self._queue[:share], self._queue[share:]
                     self._idle -= 1
+                    if self._queue:
+                        self._cond.notify()
+                t0 = time.perf_counter()
+                try:
+                    works = self._begin(batch)
+                except Exception:  # noqa: BLE001 - a dead frame thread would leave every session waiting
+                    log.exception("frame scheduler: a batch of %d failed outside the render", len(batch))
                     continue
-                share = math.ceil(len(self._queue) / max(1, self._idle if self.split_ticks else 1))
-                share = min(share, self.max_batch)
-                batch, self._queue = self._queue[:share], self._queue[share:]
-                self._idle -= 1
-                if self._queue:
-                    self._cond.notify()
             try:
-                self._make(batch)
-            except Exception:  # noqa: BLE001 - a dead frame thread would leave every session waiting
+                self._finish(works, t0)
+            except Exception:  # noqa: BLE001
                 log.exception("frame scheduler: a batch of %d failed outside the render", len(batch))
 
-    def _make(self, batch: list[tuple[PerformSession, Callback]]) -> None:
+    def _make(self, batch: list[tuple]) -> None:
         t0 = time.perf_counter()
+        self._finish(self._begin(batch), t0)
+
+    @staticmethod
+    def _begin(batch: list[tuple]) -> list[tuple[PerformSession, Callback, FrameWork]]:
+        """Each request's motion (begin_frame), in request order."""
         works: list[tuple[PerformSession, Callback, FrameWork]] = []
-        for session, cb in batch:
+        for item in batch:
+            session, cb = item[0], item[1]
             try:
+                if len(item) > 2 and item[2] > session.next_index:
+                    session.skip_to(item[2], count_as_dropped=False)
                 works.append((session, cb, session.begin_frame()))
             except BaseException as exc:  # noqa: BLE001 - reported to that session only
                 _deliver(cb, None, exc)
+        return works
+
+    def _finish(self, works: list[tuple[PerformSession, Callback, FrameWork]], t0: float) -> None:
+        """Render the begun frames in one call, encode them and hand each to its callback."""
         t1 = time.perf_counter()
         rgbas: list[np.ndarray] | None = None
         render_error: BaseException | None = None

@@ -72,6 +72,44 @@ def _recv(conn):
     return pickle.loads(conn.recv_bytes())
 
 
+class _LoopReply:
+    """A pending reply settled on an event loop: the reader thread hands a whole batch of these to
+    the loop in one call (`_settle_on_loop`), not one wake-up per frame."""
+
+    __slots__ = ("loop", "fut", "post")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, post: Callable | None = None):
+        self.loop = loop
+        self.fut: asyncio.Future = loop.create_future()
+        self.post = post  # turns the payload into the result, on the loop
+
+
+def _settle_on_loop(replies: list[tuple["_LoopReply", bool, object]]) -> None:
+    for reply, ok, payload in replies:
+        fut = reply.fut
+        if fut.done():  # cancelled: the stream went away
+            continue
+        if ok:
+            try:
+                fut.set_result(reply.post(payload) if reply.post is not None else payload)
+            except Exception as exc:  # noqa: BLE001 - that reply only
+                fut.set_exception(exc)
+        else:
+            fut.set_exception(payload)
+
+
+def _hand_to_loops(replies: list[tuple["_LoopReply", bool, object]]) -> None:
+    """Settle loop replies on their loops, one call per loop (usually the server's one)."""
+    by_loop: dict = {}
+    for item in replies:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_on_loop, items)
+        except RuntimeError:  # the loop is closed: the server is gone
+            pass
+
+
 def _settle(fut: Future, ok: bool, payload) -> None:
     """Give a reply to its Future. A client that goes away cancels its Future, which can happen
     between a done() check and here: that must not raise in (and end) the reader thread."""
@@ -206,12 +244,10 @@ class _Worker:
         return session
 
     def _render(self, req_id: int, sid: str, index: int, audio: list | None = None) -> tuple:
-        """Take a render request's audio; (session, callback) to submit to the scheduler."""
+        """Take a render request's audio; (session, callback, index) to submit to the scheduler."""
         if audio:
             self.op_audio_batch(sid, audio)
         session = self._session(sid)
-        if index > session.next_index:
-            session.skip_to(index, count_as_dropped=False)
 
         def done(frame, error) -> None:
             if error is not None:
@@ -221,7 +257,8 @@ class _Worker:
             with self._send_lock:
                 self._outbox.append(reply)
 
-        return session, done
+        # frames the server skipped are skipped when this one begins, after those asked for before it
+        return session, done, index
 
     def _send_replies(self) -> None:
         """A batch's frame replies in one message (REPLIES), not one wake-up of the server each; their
@@ -358,7 +395,7 @@ class WorkerHandle:
         self.alive = True
         self.exit_reason = ""
         self.sessions: dict[str, RemoteSession] = {}
-        self._pending: dict[int, Future] = {}
+        self._pending: dict[int, Future | _LoopReply] = {}
         self._lock = threading.Lock()        # pending replies, alive
         self._send_lock = threading.Lock()   # whole messages on the pipe
         self._ids = itertools.count(1)
@@ -406,19 +443,25 @@ class WorkerHandle:
         except (OSError, ValueError) as exc:
             raise WorkerExitedError(self.exit_reason or f"render worker exited: pipe closed ({exc})") from exc
 
-    def call_render_soon(self, loop: asyncio.AbstractEventLoop, *args) -> Future:
+    def call_render_soon(self, loop: asyncio.AbstractEventLoop, args: tuple,
+                         post: Callable | None = None) -> asyncio.Future:
         """A render request sent at the end of this event-loop turn together with the other
         sessions' requests of the same tick (one pipe message, one wake-up of the worker). Any other
-        message to the worker first sends these, so the order of a session's messages holds."""
-        fut, req_id = self._register()
-        if not req_id:
-            return fut
+        message to the worker first sends these, so the order of a session's messages holds. The
+        returned Future (of `loop`) gets `post(reply)`."""
+        reply = _LoopReply(loop, post)
+        with self._lock:
+            if not self.alive:
+                reply.fut.set_exception(WorkerExitedError(self.exit_reason or "render worker exited"))
+                return reply.fut
+            req_id = next(self._ids)
+            self._pending[req_id] = reply
         with self._send_lock:
             first = not self._deferred
             self._deferred.append((req_id,) + args)
         if first:
             loop.call_soon(self._flush_deferred)
-        return fut
+        return reply.fut
 
     def _flush_deferred(self) -> None:
         try:
@@ -437,10 +480,21 @@ class WorkerHandle:
         except (OSError, ValueError) as exc:
             with self._lock:
                 futs = [self._pending.pop(item[0], None) for item in items]
-            for fut in futs:
-                if fut is not None:
-                    _settle(fut, False, WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
+            self._fail([f for f in futs if f is not None],
+                       WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
             raise
+
+    @staticmethod
+    def _fail(pending: list, exc: BaseException) -> None:
+        """Fail pending replies of both kinds (thread Futures and loop replies)."""
+        on_loops = []
+        for entry in pending:
+            if isinstance(entry, _LoopReply):
+                on_loops.append((entry, False, exc))
+            else:
+                _settle(entry, False, exc)
+        if on_loops:
+            _hand_to_loops(on_loops)
 
     @property
     def load(self) -> tuple[int, int]:
@@ -463,17 +517,25 @@ class WorkerHandle:
                         self.ring.unlink()  # the worker has it mapped: nothing is left behind if we die
                     self.ready.set()
                 continue
-            for req_id, ok, payload in (payload if req_id == REPLIES else ((req_id, ok, payload),)):
-                with self._lock:
-                    fut = self._pending.pop(req_id, None)
+            replies = payload if req_id == REPLIES else ((req_id, ok, payload),)
+            with self._lock:
+                entries = [self._pending.pop(r[0], None) for r in replies]
+            on_loop = []
+            for entry, (req_id, ok, payload) in zip(entries, replies):
+                unwanted = entry is None or (entry.fut if isinstance(entry, _LoopReply) else entry).done()
                 if ok:
                     try:
-                        self._from_ring(payload, fut is None or fut.done())
+                        self._from_ring(payload, unwanted)
                     except Exception as exc:  # noqa: BLE001 - that frame only
                         ok, payload = False, RuntimeError(f"frame transfer from the worker failed: {exc}")
-                if fut is None or fut.done():
+                if unwanted:
                     continue
-                _settle(fut, ok, payload)
+                if isinstance(entry, _LoopReply):
+                    on_loop.append((entry, ok, payload))
+                else:
+                    _settle(entry, ok, payload)
+            if on_loop:
+                _hand_to_loops(on_loop)
         self._exited()
 
     def _from_ring(self, payload, unwanted: bool) -> None:
@@ -508,8 +570,7 @@ class WorkerHandle:
             self.alive = False
             self.exit_reason = reason
             pending, self._pending = self._pending, {}
-        for fut in pending.values():
-            _settle(fut, False, WorkerExitedError(reason))
+        self._fail(list(pending.values()), WorkerExitedError(reason))
         for s in list(self.sessions.values()):
             s._dead = reason
         if self.ring is not None:
@@ -812,10 +873,14 @@ class RemoteSession:
             self._npc_pending = pending
         return frame
 
+    def request_frame(self) -> asyncio.Future:
+        """Ask the worker for the next frame (from the event loop); the frame index is taken now, so
+        the following frame may be asked for before this one is back. The Future gets the frame."""
+        return self.worker.call_render_soon(asyncio.get_running_loop(), self._next_request(), self._took)
+
     async def render(self):
         """The next frame, rendered by the worker (together with its other sessions due now)."""
-        fut = self.worker.call_render_soon(asyncio.get_running_loop(), *self._next_request())
-        return self._took(await asyncio.wrap_future(fut))
+        return await self.request_frame()
 
     def render_next(self, timeout: float = 60.0):
         """Blocking variant (tests, tools)."""

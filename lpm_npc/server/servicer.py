@@ -317,7 +317,15 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                     if now >= linger_until:
                         break
                 due = t0 + session.next_pts() + lookahead
-                if due > now:
+                if due > now and inflight:
+                    # A frame still being made goes out as soon as it is done, not when the next
+                    # request is due (that held every frame back by up to one frame interval).
+                    oldest = inflight[0][1]
+                    await asyncio.wait((oldest,), timeout=due - now)
+                    if oldest.done():
+                        await deliver_oldest()
+                        continue
+                elif due > now:
                     await asyncio.sleep(due - now)
                 elif now - due > MAX_CATCH_UP_S:
                     skipped = session.skip_to(session.clock.index_at(now - t0 - lookahead))
@@ -329,7 +337,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                                     "encode %.1f ms of work); the machine is short of CPU for its sessions",
                                     session.session_id, (now - due) * 1000.0, skipped, timing[0] * 1000.0,
                                     t.audio * 1e3, t.motion * 1e3, t.render * 1e3, t.encode * 1e3)
-                inflight.append((time.monotonic(), asyncio.ensure_future(self.runtime.scheduler.render(session))))
+                inflight.append((time.monotonic(), self.runtime.scheduler.request(session)))
                 while len(inflight) >= depth or (inflight and inflight[0][1].done()):
                     await deliver_oldest()
             while inflight:  # the stream ends after the frames already asked for
