@@ -197,6 +197,62 @@ def test_streams_through_the_render_service_keep_order_with_two_frames_in_flight
     time.sleep(0.1)
 
 
+def test_a_frame_request_takes_its_index_at_once_so_two_can_be_in_flight(service_runtime):
+    """`FrameScheduler.request` advances a worker session's frame index before it returns: the pump
+    asks for the next frame while the last is still being made, and must not ask for the same index
+    twice (it once did: the index was taken when a coroutine first ran, so every frame was asked
+    for twice, two ticks went out as one batch and every other frame came one interval late)."""
+    rt = service_runtime
+    s = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=1)
+    try:
+        async def two_in_flight():
+            start = s.next_index
+            first = rt.scheduler.request(s)
+            second = rt.scheduler.request(s)
+            assert s.next_index == start + 2
+            return start, await first, await second
+
+        start, a, b = asyncio.run(two_in_flight())
+        assert (a.index, b.index) == (start, start + 1)
+        assert a.pts_us < b.pts_us
+    finally:
+        rt.close_session(s)
+
+
+def test_one_stream_with_two_frames_in_flight_is_not_batched_with_itself(cache_dir, npc_speech):
+    """A lone stream through a render service: its worker makes one frame per tick (batch 1), not two
+    ticks at once."""
+    import threading
+    import time
+
+    from grpc_helpers import collect, feed_realtime
+    from lpm_npc.client import NpcClient
+    from lpm_npc.server.app import BackgroundServer
+
+    srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, max_sessions=2, worker_processes=1,
+                                        render_service="on", admission=False, drain_seconds=1.0))
+    srv.start()
+    try:
+        srv.runtime.pool.wait_ready()
+        client = NpcClient(srv.address)
+        client.wait_ready(30)
+        samples, _ = npc_speech
+        with client.perform(width=64, height=64, fps=30, pixel_format=PixelFormat.JPEG,
+                            stats_interval_ms=500) as stream:
+            feeder = threading.Thread(target=feed_realtime, args=(stream, AudioChannel.NPC, samples[:40000]),
+                                      daemon=True)
+            feeder.start()
+            got = collect(stream, max_frames=60)
+        assert not got.errors, got.errors
+        means = sorted(st.render_batch_mean for st in got.stats if st.render_batch_mean > 0)
+        assert len(means) >= 2, got.stats
+        assert means[len(means) // 2] < 1.3, means  # two frames of one session per call gives 2.0
+        client.close()
+    finally:
+        srv.stop()
+    time.sleep(0.1)
+
+
 def test_a_character_the_service_let_go_is_prepared_again_on_its_next_frame(cache_dir):
     """The service keeps the last `max_rigs` characters; a worker whose character was let go gets its frame
     anyway (it prepares the character again and repeats the request), not an error."""
@@ -225,3 +281,35 @@ def test_a_character_the_service_let_go_is_prepared_again_on_its_next_frame(cach
         if client is not None:
             client.close()
         service.stop()
+
+
+def test_a_render_service_that_dies_is_started_again_and_its_sessions_go_on(cache_dir):
+    """Kill the render service mid-session: the server starts a new one at the same address, the
+    workers reconnect and prepare their characters again, and the sessions' next frames arrive."""
+    import os
+    import signal
+    import time
+
+    from lpm_npc.runtime.runtime import Runtime
+
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, worker_processes=1, render_service="on", admission=False))
+    try:
+        rt.store.ensure_default()
+        rt.pool.wait_ready()
+        s = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=2)
+        before = s.render_next(timeout=60)
+        service = rt.pool.service
+        old_pid = service.pid
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while service.pid == old_pid and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.pid != old_pid and len(service.restarts) == 1
+        after = s.render_next(timeout=120)   # reconnects, prepares the character again, renders
+        assert after.index == before.index + 1
+        assert after.encoded.width == 64 and after.encoded.height == 64
+        batches, frames = rt.pool.service_stats()   # counted by the new service
+        assert frames >= 1
+        rt.close_session(s)
+    finally:
+        rt.close()

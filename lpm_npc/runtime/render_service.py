@@ -52,12 +52,19 @@ from ..render.renderer import RenderRequest
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 180.0   # a worker waits this long for the service (it warms up the GPU first)
+MAX_RESTARTS = 5            # a service that died is started again at most this often ...
+RESTART_WINDOW_S = 600.0    # ... within this many seconds; past that its sessions fail (a crash loop)
 MAX_RIGS = 128              # prepared rigs kept on the device (the least recently rendered go first)
 ACTIVE_S = 0.5              # a worker that sent a render request this recently is waited for
 
 
 class RenderServiceError(LpmError):
     """The render service is gone or failed a batch."""
+
+
+class ServiceRestartedError(RenderServiceError):
+    """The connection to the render service broke and a new service answered: it holds no characters
+    yet, so the worker prepares them again and repeats the request."""
 
 
 class UnknownRigError(RenderServiceError):
@@ -86,19 +93,38 @@ class RemoteRenderer:
     """The `Renderer` a worker process uses when a render service renders for it."""
 
     def __init__(self, address: str, authkey: bytes, timeout: float = CONNECT_TIMEOUT_S):
+        self.address, self.authkey = address, authkey
+        self._lock = threading.Lock()
+        self._keys: set[str] = set()
+        self.conn = self._connect(timeout)
+        name, self.encodes_jpeg = self._call(("hello",), timeout)
+        self.name = f"{name} (render service)"
+
+    def _connect(self, timeout: float) -> Connection:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.conn = Client(address, family="AF_UNIX", authkey=authkey)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
+                return Client(self.address, family="AF_UNIX", authkey=self.authkey)
+            except (FileNotFoundError, ConnectionRefusedError, EOFError, OSError) as exc:
                 if time.monotonic() > deadline:
-                    raise RenderServiceError(f"the render service at {address} did not come up in {timeout:.0f} s")
+                    raise RenderServiceError(f"the render service at {self.address} did not come up in "
+                                             f"{timeout:.0f} s ({exc!r}); see the server log for why it stopped")
                 time.sleep(0.05)
-        self._lock = threading.Lock()
-        self._keys: set[str] = set()
-        name, self.encodes_jpeg = self._call(("hello",), timeout)
-        self.name = f"{name} (render service)"
+
+    def _reconnect(self, cause: BaseException) -> None:
+        """The service went away (caller holds _lock): wait for the server to start it again."""
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        log.warning("the render service connection broke (%r); waiting for the service to come back", cause)
+        self.conn = self._connect(CONNECT_TIMEOUT_S)
+        self.conn.send(("hello",))
+        if not self.conn.poll(CONNECT_TIMEOUT_S):
+            raise RenderServiceError("the restarted render service did not answer")
+        self.conn.recv()
+        self._keys.clear()  # a new service holds no characters
+        log.info("reconnected to the render service")
 
     def _call(self, msg: tuple, timeout: float | None = None):
         with self._lock:
@@ -108,7 +134,8 @@ class RemoteRenderer:
                     raise RenderServiceError(f"the render service did not answer {msg[0]!r} in {timeout:.0f} s")
                 ok, payload = self.conn.recv()
             except (EOFError, OSError, BrokenPipeError) as exc:
-                raise RenderServiceError(f"the render service is gone ({exc!r}); the server must be restarted") from exc
+                self._reconnect(exc)
+                raise ServiceRestartedError(f"the render service restarted ({exc!r})") from exc
         if not ok:
             raise payload
         return payload
@@ -117,26 +144,37 @@ class RemoteRenderer:
         data = pickle.dumps(rig, protocol=pickle.HIGHEST_PROTOCOL)
         key = hashlib.sha1(data).hexdigest()
         if key not in self._keys:
-            self._call(("prepare", key, data))
+            try:
+                self._call(("prepare", key, data))
+            except ServiceRestartedError:
+                self._call(("prepare", key, data))
             self._keys.add(key)
         return RemoteRig(key, rig)
 
     def stats(self) -> tuple[int, int]:
         """(batches, frames) the service has rendered, for every worker together."""
-        return tuple(self._call(("stats",)))
+        try:
+            return tuple(self._call(("stats",)))
+        except ServiceRestartedError:
+            return tuple(self._call(("stats",)))
 
     def render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]:
         items = [(rq.prepared.key, np.asarray(rq.motion, np.float32), int(rq.width), int(rq.height),
                   bool(rq.alpha_matte), bool(rq.bgra), bool(rq.flip_y), int(rq.jpeg_quality)) for rq in requests]
-        try:
-            return self._call(("render", items))
-        except UnknownRigError as exc:
-            missing = set(exc.keys)
-            self._keys -= missing
+        for attempt in range(3):
+            try:
+                return self._call(("render", items))
+            except UnknownRigError as exc:  # let go of (least recently rendered) or a new service
+                self._keys -= set(exc.keys)
+                if attempt == 2:
+                    raise
+            except ServiceRestartedError:
+                if attempt == 2:
+                    raise
             for rq in requests:
-                if rq.prepared.key in missing and rq.prepared.key not in self._keys:
+                if rq.prepared.key not in self._keys:
                     self.prepare(rq.prepared.rig)
-            return self._call(("render", items))
+        raise AssertionError("unreachable")
 
     def render(self, prepared: RemoteRig, motion: np.ndarray, width: int, height: int,
                alpha_matte: bool = False) -> np.ndarray:
@@ -385,26 +423,66 @@ def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Co
 
 
 class RenderServiceProcess:
-    """The server's handle on the render service: start it, tell workers where it is, stop it."""
+    """The server's handle on the render service: start it, tell workers where it is, start it again
+    if it dies (same address: the workers reconnect and prepare their characters again), stop it."""
 
     def __init__(self, config: ServerConfig, max_rigs: int = MAX_RIGS):
-        ctx = mp.get_context("spawn")
+        self._config, self._max_rigs = config, max_rigs
         self._dir = tempfile.TemporaryDirectory(prefix="lpm-npc-render-")
         self.address = str(Path(self._dir.name) / "service.sock")
         self.authkey = secrets.token_bytes(16)
+        self._stopping = False
+        self._lock = threading.Lock()
+        self.restarts: list[float] = []   # monotonic times the service was started again
+        self.failed: str | None = None    # why it is not started again (too many restarts)
+        self._start()
+        self._watcher = threading.Thread(target=self._watch, name="render-service-watch", daemon=True)
+        self._watcher.start()
+
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")
+        try:
+            os.unlink(self.address)  # a service that died leaves its socket file behind
+        except FileNotFoundError:
+            pass
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_service_main, name="lpm-npc-render-service",
-                                args=(config, self.address, self.authkey, child,
-                                      logging.getLogger().getEffectiveLevel(), max_rigs), daemon=True)
+                                args=(self._config, self.address, self.authkey, child,
+                                      logging.getLogger().getEffectiveLevel(), self._max_rigs), daemon=True)
         self.proc.start()
         child.close()
         self.pid = self.proc.pid
+
+    def _watch(self) -> None:
+        while True:
+            proc = self.proc
+            proc.join()
+            with self._lock:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                recent = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
+                if len(recent) >= MAX_RESTARTS:
+                    self.failed = (f"the render service died {len(recent) + 1} times in "
+                                   f"{RESTART_WINDOW_S / 60:.0f} minutes (last exit code {proc.exitcode})")
+                    log.error("%s; it is not started again and its sessions fail: restart the server", self.failed)
+                    return
+                log.error("the render service (pid %d) died (exit code %s); starting it again, its workers "
+                          "reconnect", proc.pid, proc.exitcode)
+                try:
+                    self.conn.close()
+                except OSError:
+                    pass
+                self.restarts.append(now)
+                self._start()
 
     @property
     def endpoint(self) -> tuple[str, bytes]:
         return self.address, self.authkey
 
     def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            self._stopping = True
         try:
             self.conn.close()  # the service sees EOF and returns
         except OSError:
