@@ -143,6 +143,11 @@ class ServerConfig:
     # 512x512.
     serve_cost_fixed_ms: float = 1.5
     serve_cost_per_mpx_ms: float = 25.0
+    # With worker processes: the server process's own CPU per frame it sends (gRPC write, pacing, the
+    # worker's reply), a limit of its own since it is one process. `lpm-npc bench` gave 0.59-0.81 ms
+    # on the 2-core VM (JPEG, 96-128 px, 8-16 NPCs) and 0.60 ms on the H100 machine's host (JPEG 512 px,
+    # 64 NPCs: it sent 1368 frames/s at most); 0 = no such limit.
+    front_cost_ms: float = 0.7
     utilisation: float = 0.85       # share of the frame makers' time the server may commit
     coalesce_ms: float = 2.0        # a tick's batch waits this long for the rest of its requests
     # the render service waits at most this long for the other workers' requests of a tick (each

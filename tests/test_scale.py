@@ -325,6 +325,50 @@ def test_sessions_opened_at_once_are_admitted_only_up_to_capacity(cache_dir, mon
         rt.close()
 
 
+def test_with_workers_the_server_process_sending_limit_is_admitted_against(cache_dir):
+    """Worker processes can make more frames than the one server process can send on time: admission
+    refuses a stream that would take its sends past `front_cost_ms` x fps of its budget, and says so."""
+    from lpm_npc.errors import CapacityError
+    from lpm_npc.runtime.runtime import Runtime
+
+    # makers: 0.1 ms a frame, plenty; server process: 10 ms a frame -> 850 / 10 = 85 frames/s
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, worker_processes=1, frame_cost_fixed_ms=0.1,
+                              frame_cost_per_mpx_ms=0.1, front_cost_ms=10.0, utilisation=0.85))
+    opened = []
+    try:
+        rt.store.ensure_default()
+        cap = rt.capacity
+        assert cap.max_frames_per_s == pytest.approx(85.0)
+        assert cap.max_sessions_at(256, 256, 30) == 2   # the makers alone would fit thousands
+        opts = SessionOptions(output=OutputOptions(width=64, height=64, fps=30))
+        opened += [rt.open_session(opts), rt.open_session(opts)]
+        with pytest.raises(CapacityError) as err:
+            rt.open_session(opts)
+        assert "sending capacity" in str(err.value) and "front_cost_ms" in str(err.value)
+        assert err.value.status.name == "RESOURCE_EXHAUSTED"
+        # a 15 fps stream still fits (60 + 15 <= 85); a paused one sends nothing
+        opened.append(rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64, fps=15))))
+        opened[0].pause()
+        opened.append(rt.open_session(opts))
+        with pytest.raises(CapacityError):
+            rt.open_session(opts)
+    finally:
+        for s in opened:
+            rt.close_session(s)
+        rt.close()
+
+
+def test_in_process_sessions_have_no_separate_sending_limit(cache_dir):
+    from lpm_npc.runtime.runtime import Runtime
+
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, render_threads=1, frame_cost_fixed_ms=1.0,
+                              frame_cost_per_mpx_ms=1.0, front_cost_ms=10.0))
+    try:
+        assert rt.capacity.max_frames_per_s is None   # its serving cost is in the makers' frame cost
+    finally:
+        rt.close()
+
+
 @pytest.fixture()
 def small_server(cache_dir):
     """A server whose measured capacity is replaced by a fixed one: two 256x256@30 NPCs fit, three do not."""

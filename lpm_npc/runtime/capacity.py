@@ -8,6 +8,11 @@ cost from config; or set in config. A session costs fps times that per second. T
 it is refused with RESOURCE_EXHAUSTED, rather than making every NPC late. Paused sessions commit
 nothing; sessions being opened commit their load from the moment they are admitted.
 
+With worker processes, the server process itself is a second limit: it writes every stream's frames
+to gRPC and paces them, on one core, whatever the workers or a GPU could make. Each frame costs it
+about `front_ms_per_frame` (config `front_cost_ms`); it has `1000 * utilisation` ms per second to
+give. A session beyond that is refused too, with a reason that names the server process.
+
 Loads are reported in *pixel-equivalents per second* (ServerInfo.capacity_pixels_per_s): a frame
 counts its w * h pixels plus `fixed_px` = fixed_ms / per-pixel cost, its share of the fixed cost.
 """
@@ -43,9 +48,23 @@ class FrameCost:
 class Capacity:
     cost: FrameCost
     budget_ms_per_s: float  # worker-milliseconds per second the server may commit
+    # the server process's own time per frame and per second (0: no separate limit, as when the
+    # frames are made in the server process and its serving cost is in `cost`)
+    front_ms_per_frame: float = 0.0
+    front_budget_ms_per_s: float = 0.0
 
     def load_ms_per_s(self, width: int, height: int, fps: int) -> float:
         return fps * self.cost.ms(width, height)
+
+    def front_load_ms_per_s(self, fps: int) -> float:
+        return fps * self.front_ms_per_frame
+
+    @property
+    def max_frames_per_s(self) -> float | None:
+        """Frames per second the server process can send on time (None: no separate limit)."""
+        if self.front_ms_per_frame <= 0 or self.front_budget_ms_per_s <= 0:
+            return None
+        return self.front_budget_ms_per_s / self.front_ms_per_frame
 
     def pixels_per_s(self, ms_per_s: float) -> int:
         """A load in worker-ms/s as pixel-equivalents per second."""
@@ -56,7 +75,10 @@ class Capacity:
         return self.pixels_per_s(self.budget_ms_per_s)
 
     def max_sessions_at(self, width: int, height: int, fps: int) -> int:
-        return int(self.budget_ms_per_s // max(self.load_ms_per_s(width, height, fps), 1e-9))
+        n = int(self.budget_ms_per_s // max(self.load_ms_per_s(width, height, fps), 1e-9))
+        if self.max_frames_per_s is not None:
+            n = min(n, int(self.max_frames_per_s // max(fps, 1)))
+        return n
 
 
 def measure_frame_cost(make_frames, sizes: tuple[int, int] = (128, 384), batch: int = 8,

@@ -69,6 +69,7 @@ class Runtime:
         self._prepared: OrderedDict[str, object] = OrderedDict()  # LRU of renderer-ready rigs
         self._lock = threading.Lock()
         self._opening_ms_per_s = 0.0  # admitted load of sessions still being opened
+        self._opening_fps = 0         # and their frames per second (the server process's load)
         self.scheduler = FrameScheduler(self.renderer, workers=self.config.render_threads,
                                         coalesce_s=self.config.coalesce_ms / 1000.0)
         # Sessions sharded over worker processes (runtime/workers.py); None = all in this process.
@@ -79,8 +80,8 @@ class Runtime:
             self.pool = WorkerPool(self.config)
         self.capacity: Capacity | None = None
         if self.config.frame_cost_fixed_ms > 0 and self.config.frame_cost_per_mpx_ms > 0:
-            self.capacity = Capacity(FrameCost(self.config.frame_cost_fixed_ms, self.config.frame_cost_per_mpx_ms),
-                                     self._budget_ms_per_s())
+            self.capacity = self._capacity(FrameCost(self.config.frame_cost_fixed_ms,
+                                                     self.config.frame_cost_per_mpx_ms))
 
     # -- capacity -------------------------------------------------------------------------------
     def _makers(self) -> int:
@@ -89,6 +90,12 @@ class Runtime:
 
     def _budget_ms_per_s(self) -> float:
         return 1000.0 * self._makers() * self.config.utilisation
+
+    def _capacity(self, cost: FrameCost) -> Capacity:
+        """The makers' budget, and with worker processes the server process's own (one core)."""
+        front = self.config.front_cost_ms if self.pool is not None else 0.0
+        return Capacity(cost, self._budget_ms_per_s(), front_ms_per_frame=max(0.0, front),
+                        front_budget_ms_per_s=1000.0 * self.config.utilisation if front > 0 else 0.0)
 
     def calibrate(self) -> Capacity:
         """Measure what a talking NPC's frame costs here, with every frame maker working at once (the
@@ -106,16 +113,23 @@ class Runtime:
             cost = measure_talking_frame_cost(rig, prepared, self.renderer, makers=self._makers())
         cost = FrameCost(cost.fixed_ms + self.config.serve_cost_fixed_ms,
                          cost.per_mpx_ms + self.config.serve_cost_per_mpx_ms)
-        self.capacity = Capacity(cost, self._budget_ms_per_s())
+        self.capacity = self._capacity(cost)
         cap = self.capacity
-        log.info("capacity: %.0f frame-maker ms/s, %.2f ms + %.2f ms/Mpx per frame with serving; about %d NPCs "
+        log.info("capacity: %.0f frame-maker ms/s, %.2f ms + %.2f ms/Mpx per frame with serving%s; about %d NPCs "
                  "at 256x256@30, %d at 512x512@30", cap.budget_ms_per_s, cap.cost.fixed_ms, cap.cost.per_mpx_ms,
+                 f"; the server process sends at most {cap.max_frames_per_s:.0f} frames/s"
+                 if cap.max_frames_per_s is not None else "",
                  cap.max_sessions_at(256, 256, 30), cap.max_sessions_at(512, 512, 30))
         return cap
 
     def committed_ms_per_s(self, exclude: PerformSession | None = None) -> float:
         with self._lock:
             return self._committed_locked(exclude)
+
+    def _committed_fps_locked(self, exclude: PerformSession | None = None) -> int:
+        """Frames per second the server process sends for live and opening sessions (caller holds the lock)."""
+        return self._opening_fps + sum(s.output.fps for s in self._sessions.values()
+                                       if not s.paused and s is not exclude)
 
     def _committed_locked(self, exclude: PerformSession | None = None) -> float:
         """Live sessions' load plus the sessions being opened right now (caller holds self._lock)."""
@@ -130,31 +144,43 @@ class Runtime:
         self._reserve(width, height, fps, replacing, hold=False)
 
     def _reserve(self, width: int, height: int, fps: int, replacing: PerformSession | None = None,
-                 hold: bool = True) -> float:
+                 hold: bool = True) -> tuple[float, int]:
         """Admit a stream; with `hold` its load counts as committed until `_release`d (once the session
-        is registered, or its opening failed), and is returned. Many NPCs opened at once (a scene
-        loading) would otherwise all be checked against the same committed load before any of them is
-        counted, and all be admitted."""
+        is registered, or its opening failed), and is returned as (ms/s, fps). Many NPCs opened at once
+        (a scene loading) would otherwise all be checked against the same committed load before any of
+        them is counted, and all be admitted."""
         cap = self.capacity
         if cap is None or not self.config.admission:
-            return 0.0
+            return (0.0, 0)
         need = cap.load_ms_per_s(width, height, fps)
         with self._lock:
             committed = self._committed_locked(exclude=replacing)
-            if committed + need <= cap.budget_ms_per_s:
+            sending = self._committed_fps_locked(exclude=replacing)
+            makers_fit = committed + need <= cap.budget_ms_per_s
+            front_fits = cap.max_frames_per_s is None or sending + fps <= cap.max_frames_per_s
+            if makers_fit and front_fits:
                 if hold:
                     self._opening_ms_per_s += need
-                return need if hold else 0.0
+                    self._opening_fps += fps
+                return (need, fps) if hold else (0.0, 0)
+        advice = ("Lower the size or fps of far NPCs (Control ACTION_SET_OUTPUT), pause hidden ones "
+                  "(ACTION_PAUSE), or start another server")
+        if not makers_fit:
+            raise CapacityError(
+                f"rendering capacity is full: live sessions commit {committed:.0f} of "
+                f"{cap.budget_ms_per_s:.0f} render-ms per second and a {width}x{height}@{fps} stream needs "
+                f"{need:.0f} more (this server fits about {cap.max_sessions_at(width, height, fps)} such "
+                f"streams). {advice}{self._more_hint()}.")
         raise CapacityError(
-            f"rendering capacity is full: live sessions commit {committed:.0f} of "
-            f"{cap.budget_ms_per_s:.0f} render-ms per second and a {width}x{height}@{fps} stream needs "
-            f"{need:.0f} more (this server fits about {cap.max_sessions_at(width, height, fps)} such "
-            "streams). Lower the size or fps of far NPCs (Control ACTION_SET_OUTPUT), pause hidden "
-            "ones (ACTION_PAUSE), or start another server" + self._more_hint() + ".")
+            f"the server process is at its sending capacity: it sends {sending} frames per second for live "
+            f"sessions and can send about {cap.max_frames_per_s:.0f} on time ({cap.front_ms_per_frame:.2f} ms "
+            f"of its time each, config front_cost_ms), so a {fps} fps stream would make every NPC late. "
+            f"{advice}.")
 
-    def _release(self, reserved_ms_per_s: float) -> None:
+    def _release(self, reserved: tuple[float, int]) -> None:
         with self._lock:
-            self._opening_ms_per_s -= reserved_ms_per_s
+            self._opening_ms_per_s -= reserved[0]
+            self._opening_fps -= reserved[1]
 
     def _more_hint(self) -> str:
         """How this machine could give more, when the server leaves cores unused."""
@@ -192,7 +218,8 @@ class Runtime:
             self._release(reserved)
             raise
         with self._lock:
-            self._opening_ms_per_s -= reserved  # from here on the session itself counts (same lock hold)
+            self._opening_ms_per_s -= reserved[0]  # from here on the session itself counts (same lock hold)
+            self._opening_fps -= reserved[1]
             full = len(self._sessions) >= self.config.max_sessions
             if not full:
                 self._sessions[session.session_id] = session
