@@ -153,5 +153,8 @@ class ServerConfig:
     # the render service waits at most this long for the other workers' requests of a tick (each
     # worker first runs audio and motion for its sessions: ~1.5 ms per NPC)
     service_coalesce_ms: float = 12.0
+    # a render service that has not answered the server's check, or has had a batch rendering, for
+    # this long is taken for hung (a stuck GPU call): it is killed and started again
+    service_hang_s: float = 30.0
     drain_seconds: float = 5.0
     outbound_queue_frames: int = 2

@@ -246,7 +246,10 @@ def test_one_stream_with_two_frames_in_flight_is_not_batched_with_itself(cache_d
         assert not got.errors, got.errors
         means = sorted(st.render_batch_mean for st in got.stats if st.render_batch_mean > 0)
         assert len(means) >= 2, got.stats
-        assert means[len(means) // 2] < 1.3, means  # two frames of one session per call gives 2.0
+        # every request asked twice gives 2.0 in every interval. A pump behind the clock catches up by
+        # asking back to back, which pairs some frames legitimately: 1.0 here, 1.5-1.6 under
+        # tools/run_starved.py --stop-ms 150 --run-ms 100 (stopped 60 % of the time)
+        assert means[0] < 1.75, means
         client.close()
     finally:
         srv.stop()
@@ -312,4 +315,44 @@ def test_a_render_service_that_dies_is_started_again_and_its_sessions_go_on(cach
         assert frames >= 1
         rt.close_session(s)
     finally:
+        rt.close()
+
+
+def test_a_render_service_that_hangs_is_killed_and_started_again(cache_dir):
+    """A service whose main loop is stuck stops answering the server's checks; after `service_hang_s`
+    it is killed and started again, and the session's next frame arrives. (Stuck here on half a
+    message from a client that never sends the rest: unlike SIGSTOP, a starved test run's SIGCONT
+    does not undo it.)"""
+    import os
+    import struct
+    import time
+    from multiprocessing.connection import Client
+
+    from lpm_npc.runtime.runtime import Runtime
+
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, worker_processes=1, render_service="on", admission=False,
+                              service_hang_s=1.5))
+    stuck = None
+    try:
+        rt.store.ensure_default()
+        rt.pool.wait_ready()
+        s = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=3)
+        before = s.render_next(timeout=60)
+        service = rt.pool.service
+        time.sleep(2.0)   # several checks answered: a healthy service is left alone
+        assert not service.restarts
+        old_pid = service.pid
+        address, authkey = service.endpoint
+        stuck = Client(address, family="AF_UNIX", authkey=authkey)
+        os.write(stuck.fileno(), struct.pack("!i", 1000) + b"x" * 10)   # 10 of 1000 bytes, never the rest
+        deadline = time.monotonic() + 60
+        while service.pid == old_pid and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.pid != old_pid and len(service.restarts) == 1
+        after = s.render_next(timeout=120)
+        assert after.index == before.index + 1
+        rt.close_session(s)
+    finally:
+        if stuck is not None:
+            stuck.close()
         rt.close()

@@ -214,6 +214,7 @@ class _Service:
         self.wait_total = 0.0     # s from a batch's first request to its dispatch to a render thread
         self.render_total = 0.0   # s inside render_many
         self.started = time.monotonic()
+        self._rendering: dict[int, float] = {}   # render thread -> when its current batch began
 
     def warm_up(self) -> None:
         """Render the built-in character once at the common sizes (pixels and JPEG), so that CUDA's
@@ -261,9 +262,23 @@ class _Service:
                 self._new.clear()
             ready = wait(self.conns + [self.parent, self._wake_r])
             if self.parent in ready:
-                for _ in range(self.threads):
-                    jobs.put(None)
-                return  # the server asked us to stop, or is gone
+                try:
+                    msg = self.parent.recv()
+                except (EOFError, OSError):
+                    msg = None
+                if msg == "check":   # the server's hang check: how long has the oldest batch rendered?
+                    now = time.monotonic()
+                    with self._lock:
+                        oldest = max((now - t for t in self._rendering.values()), default=0.0)
+                    try:
+                        self.parent.send(("ok", oldest))
+                    except (OSError, EOFError):
+                        msg = None
+                if msg != "check":
+                    for _ in range(self.threads):
+                        jobs.put(None)
+                    return  # the server asked us to stop, or is gone
+                ready = [c for c in ready if c is not self.parent]
             if self._wake_r in ready:
                 self._wake_r.recv(4096)
             for c in ready:
@@ -304,11 +319,15 @@ class _Service:
             batch = jobs.get()
             if batch is None:
                 return
+            me = threading.get_ident()
+            with self._lock:
+                self._rendering[me] = time.monotonic()
             try:
                 self._render(batch)
             except Exception:  # noqa: BLE001 - a dead render thread would stall every worker
                 log.exception("render service: a batch failed")
             with self._lock:
+                self._rendering.pop(me, None)
                 self._idle += 1
             self._wake_w.send(b"r")
 
@@ -452,11 +471,45 @@ class RenderServiceProcess:
         self.proc.start()
         child.close()
         self.pid = self.proc.pid
+        self._ready = False   # it says so once warmed up; it is not checked before
+
+    def _hung(self) -> str | None:
+        """Why the running service counts as hung (it did not answer the check, or a batch has been
+        rendering for `service_hang_s`), or None."""
+        limit = max(0.1, float(self._config.service_hang_s))
+        try:
+            if not self._ready:   # still warming up (CUDA start, kernel compiles): nothing to check yet
+                if self.conn.poll(0):
+                    self._ready = self.conn.recv()[0] == "ready"
+                return None
+            self.conn.send("check")
+            if not self.conn.poll(limit):
+                return f"it did not answer the server's check in {limit:.0f} s"
+            _, rendering_s = self.conn.recv()
+        except (OSError, EOFError):
+            return None   # it died: join() sees that
+        if rendering_s > limit:
+            return f"a batch has been rendering for {rendering_s:.0f} s"
+        return None
 
     def _watch(self) -> None:
+        interval = max(0.05, min(5.0, float(self._config.service_hang_s) / 3))
         while True:
             proc = self.proc
-            proc.join()
+            proc.join(interval)
+            if proc.is_alive():
+                with self._lock:
+                    if self._stopping:
+                        return
+                why = self._hung()   # not under the lock: stop() must not wait for a check
+                if why is None:
+                    continue
+                with self._lock:
+                    if self._stopping:
+                        return
+                log.error("the render service (pid %d) is hung: %s; killing it", proc.pid, why)
+                proc.kill()
+                proc.join()
             with self._lock:
                 if self._stopping:
                     return
@@ -487,7 +540,12 @@ class RenderServiceProcess:
             self.conn.close()  # the service sees EOF and returns
         except OSError:
             pass
-        self.proc.join(timeout)
+        # The watcher joins the process too: whichever reaps it first, the other's join() can return
+        # with the process looking alive for a moment. Wait that out rather than call it stuck.
+        deadline = time.monotonic() + timeout
+        while self.proc.is_alive() and time.monotonic() < deadline:
+            self.proc.join(min(0.05, max(0.0, deadline - time.monotonic())))
+        self._watcher.join(timeout=1.0)
         if self.proc.is_alive():
             log.warning("the render service did not stop in %.1f s; terminating it", timeout)
             self.proc.terminate()
