@@ -6,6 +6,8 @@ feeds one CUDA context. No wall-clock timing is asserted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 import cv2
 import numpy as np
@@ -150,23 +152,34 @@ def test_a_session_passes_a_jpeg_made_by_the_renderer_through(cache_dir):
     store.close()
 
 
-def test_streams_through_the_render_service_keep_order_with_two_frames_in_flight(cache_dir, npc_speech):
-    """A real server with a render service: each session keeps two requests in flight (servicer
-    FRAMES_IN_FLIGHT); frames still arrive once each, in order, with their own pts and JPEG data."""
-    import threading
-    import time
-
-    from grpc_helpers import collect, feed_realtime
+@contextlib.contextmanager
+def _served_with_service(cache_dir, workers: int):
+    """A real gRPC server whose workers render through a render service; yields (server, client)."""
     from lpm_npc.client import NpcClient
     from lpm_npc.server.app import BackgroundServer
 
-    srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, max_sessions=4, worker_processes=2,
+    srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, max_sessions=4, worker_processes=workers,
                                         render_service="on", admission=False, drain_seconds=1.0))
     srv.start()
     try:
         srv.runtime.pool.wait_ready()
         client = NpcClient(srv.address)
         client.wait_ready(30)
+        yield srv, client
+        client.close()
+    finally:
+        srv.stop()
+    time.sleep(0.1)
+
+
+def test_streams_through_the_render_service_keep_order_with_two_frames_in_flight(cache_dir, npc_speech):
+    """A real server with a render service: each session keeps two requests in flight (servicer
+    FRAMES_IN_FLIGHT); frames still arrive once each, in order, with their own pts and JPEG data."""
+    import threading
+
+    from grpc_helpers import collect, feed_realtime
+
+    with _served_with_service(cache_dir, workers=2) as (srv, client):
         samples, _ = npc_speech
         results: dict[int, object] = {}
 
@@ -191,10 +204,6 @@ def test_streams_through_the_render_service_keep_order_with_two_frames_in_flight
                 assert f.pts_us == round(f.index * 1e6 / 30) and bytes(f.data[:2]) == b"\xff\xd8"
         batches, frames = srv.runtime.pool.service_stats()
         assert frames >= 72
-        client.close()
-    finally:
-        srv.stop()
-    time.sleep(0.1)
 
 
 def test_a_frame_request_takes_its_index_at_once_so_two_can_be_in_flight(service_runtime):
@@ -223,19 +232,10 @@ def test_one_stream_with_two_frames_in_flight_is_not_batched_with_itself(cache_d
     """A lone stream through a render service: its worker makes one frame per tick (batch 1), not two
     ticks at once."""
     import threading
-    import time
 
     from grpc_helpers import collect, feed_realtime
-    from lpm_npc.client import NpcClient
-    from lpm_npc.server.app import BackgroundServer
 
-    srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, max_sessions=2, worker_processes=1,
-                                        render_service="on", admission=False, drain_seconds=1.0))
-    srv.start()
-    try:
-        srv.runtime.pool.wait_ready()
-        client = NpcClient(srv.address)
-        client.wait_ready(30)
+    with _served_with_service(cache_dir, workers=1) as (srv, client):
         samples, _ = npc_speech
         with client.perform(width=64, height=64, fps=30, pixel_format=PixelFormat.JPEG,
                             stats_interval_ms=500) as stream:
@@ -250,10 +250,6 @@ def test_one_stream_with_two_frames_in_flight_is_not_batched_with_itself(cache_d
         # asking back to back, which pairs some frames legitimately: 1.0 here, 1.5-1.6 under
         # tools/run_starved.py --stop-ms 150 --run-ms 100 (stopped 60 % of the time)
         assert means[0] < 1.75, means
-        client.close()
-    finally:
-        srv.stop()
-    time.sleep(0.1)
 
 
 def test_a_character_the_service_let_go_is_prepared_again_on_its_next_frame(cache_dir):
@@ -286,36 +282,46 @@ def test_a_character_the_service_let_go_is_prepared_again_on_its_next_frame(cach
         service.stop()
 
 
+@contextlib.contextmanager
+def _one_session_through_a_service(cache_dir, **config):
+    """A runtime with one worker and a render service, one 64x64 session and its first frame."""
+    from lpm_npc.runtime.runtime import Runtime
+
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, worker_processes=1, render_service="on", admission=False,
+                              **config))
+    try:
+        rt.store.ensure_default()
+        rt.pool.wait_ready()
+        s = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=2)
+        yield rt, s, s.render_next(timeout=60)
+        rt.close_session(s)
+    finally:
+        rt.close()
+
+
+def _wait_for_a_new_service(service, old_pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while service.pid == old_pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.pid != old_pid and len(service.restarts) == 1
+
+
 def test_a_render_service_that_dies_is_started_again_and_its_sessions_go_on(cache_dir):
     """Kill the render service mid-session: the server starts a new one at the same address, the
     workers reconnect and prepare their characters again, and the sessions' next frames arrive."""
     import os
     import signal
-    import time
 
-    from lpm_npc.runtime.runtime import Runtime
-
-    rt = Runtime(ServerConfig(cache_dir=cache_dir, worker_processes=1, render_service="on", admission=False))
-    try:
-        rt.store.ensure_default()
-        rt.pool.wait_ready()
-        s = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=2)
-        before = s.render_next(timeout=60)
+    with _one_session_through_a_service(cache_dir) as (rt, s, before):
         service = rt.pool.service
         old_pid = service.pid
         os.kill(old_pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while service.pid == old_pid and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert service.pid != old_pid and len(service.restarts) == 1
+        _wait_for_a_new_service(service, old_pid, 30)
         after = s.render_next(timeout=120)   # reconnects, prepares the character again, renders
         assert after.index == before.index + 1
         assert after.encoded.width == 64 and after.encoded.height == 64
         batches, frames = rt.pool.service_stats()   # counted by the new service
         assert frames >= 1
-        rt.close_session(s)
-    finally:
-        rt.close()
 
 
 def test_a_render_service_that_hangs_is_killed_and_started_again(cache_dir):
@@ -325,34 +331,19 @@ def test_a_render_service_that_hangs_is_killed_and_started_again(cache_dir):
     does not undo it.)"""
     import os
     import struct
-    import time
     from multiprocessing.connection import Client
 
-    from lpm_npc.runtime.runtime import Runtime
-
-    rt = Runtime(ServerConfig(cache_dir=cache_dir, worker_processes=1, render_service="on", admission=False,
-                              service_hang_s=1.5))
-    stuck = None
-    try:
-        rt.store.ensure_default()
-        rt.pool.wait_ready()
-        s = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=3)
-        before = s.render_next(timeout=60)
+    with _one_session_through_a_service(cache_dir, service_hang_s=1.5) as (rt, s, before):
         service = rt.pool.service
         time.sleep(2.0)   # several checks answered: a healthy service is left alone
         assert not service.restarts
         old_pid = service.pid
         address, authkey = service.endpoint
         stuck = Client(address, family="AF_UNIX", authkey=authkey)
-        os.write(stuck.fileno(), struct.pack("!i", 1000) + b"x" * 10)   # 10 of 1000 bytes, never the rest
-        deadline = time.monotonic() + 60
-        while service.pid == old_pid and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert service.pid != old_pid and len(service.restarts) == 1
-        after = s.render_next(timeout=120)
-        assert after.index == before.index + 1
-        rt.close_session(s)
-    finally:
-        if stuck is not None:
+        try:
+            os.write(stuck.fileno(), struct.pack("!i", 1000) + b"x" * 10)   # 10 of 1000 bytes, never the rest
+            _wait_for_a_new_service(service, old_pid, 60)
+            after = s.render_next(timeout=120)
+            assert after.index == before.index + 1
+        finally:
             stuck.close()
-        rt.close()

@@ -485,16 +485,21 @@ class WorkerHandle:
             raise
 
     @staticmethod
-    def _fail(pending: list, exc: BaseException) -> None:
-        """Fail pending replies of both kinds (thread Futures and loop replies)."""
+    def _deliver(replies: list[tuple]) -> None:
+        """Settle (pending entry, ok, payload) replies: thread Futures here, loop replies on their
+        loops in one call each."""
         on_loops = []
-        for entry in pending:
+        for entry, ok, payload in replies:
             if isinstance(entry, _LoopReply):
-                on_loops.append((entry, False, exc))
+                on_loops.append((entry, ok, payload))
             else:
-                _settle(entry, False, exc)
+                _settle(entry, ok, payload)
         if on_loops:
             _hand_to_loops(on_loops)
+
+    def _fail(self, pending: list, exc: BaseException) -> None:
+        """Fail pending replies of both kinds (thread Futures and loop replies)."""
+        self._deliver([(entry, False, exc) for entry in pending])
 
     @property
     def load(self) -> tuple[int, int]:
@@ -520,7 +525,7 @@ class WorkerHandle:
             replies = payload if req_id == REPLIES else ((req_id, ok, payload),)
             with self._lock:
                 entries = [self._pending.pop(r[0], None) for r in replies]
-            on_loop = []
+            wanted = []
             for entry, (req_id, ok, payload) in zip(entries, replies):
                 unwanted = entry is None or (entry.fut if isinstance(entry, _LoopReply) else entry).done()
                 if ok:
@@ -528,14 +533,9 @@ class WorkerHandle:
                         self._from_ring(payload, unwanted)
                     except Exception as exc:  # noqa: BLE001 - that frame only
                         ok, payload = False, RuntimeError(f"frame transfer from the worker failed: {exc}")
-                if unwanted:
-                    continue
-                if isinstance(entry, _LoopReply):
-                    on_loop.append((entry, ok, payload))
-                else:
-                    _settle(entry, ok, payload)
-            if on_loop:
-                _hand_to_loops(on_loop)
+                if not unwanted:
+                    wanted.append((entry, ok, payload))
+            self._deliver(wanted)
         self._exited()
 
     def _from_ring(self, payload, unwanted: bool) -> None:
