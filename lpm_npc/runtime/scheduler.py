@@ -76,7 +76,7 @@ class FrameScheduler:
         self.coalesce_s = float(coalesce_s)
         self.max_batch = int(max_batch)
         self.stats = SchedulerStats()
-        self._queue: list[tuple[PerformSession, Callback]] = []
+        self._queue: list[tuple] = []  # (session, callback) or (session, callback, index)
         self._cond = threading.Condition()
         # Held from taking a batch until its frames are begun, where a thread takes the whole queue:
         # a session with two frames asked for (two in flight) then begins them (takes their index and
