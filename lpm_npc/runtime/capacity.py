@@ -56,9 +56,6 @@ class Capacity:
     def load_ms_per_s(self, width: int, height: int, fps: int) -> float:
         return fps * self.cost.ms(width, height)
 
-    def front_load_ms_per_s(self, fps: int) -> float:
-        return fps * self.front_ms_per_frame
-
     @property
     def max_frames_per_s(self) -> float | None:
         """Frames per second the server process can send on time (None: no separate limit)."""

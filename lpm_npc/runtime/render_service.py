@@ -140,23 +140,23 @@ class RemoteRenderer:
             raise payload
         return payload
 
+    def _call_once_more_if_restarted(self, msg: tuple):
+        try:
+            return self._call(msg)
+        except ServiceRestartedError:   # reconnected: ask the new service
+            return self._call(msg)
+
     def prepare(self, rig) -> RemoteRig:
         data = pickle.dumps(rig, protocol=pickle.HIGHEST_PROTOCOL)
         key = hashlib.sha1(data).hexdigest()
         if key not in self._keys:
-            try:
-                self._call(("prepare", key, data))
-            except ServiceRestartedError:
-                self._call(("prepare", key, data))
+            self._call_once_more_if_restarted(("prepare", key, data))
             self._keys.add(key)
         return RemoteRig(key, rig)
 
     def stats(self) -> tuple[int, int]:
         """(batches, frames) the service has rendered, for every worker together."""
-        try:
-            return tuple(self._call(("stats",)))
-        except ServiceRestartedError:
-            return tuple(self._call(("stats",)))
+        return tuple(self._call_once_more_if_restarted(("stats",)))
 
     def render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]:
         items = [(rq.prepared.key, np.asarray(rq.motion, np.float32), int(rq.width), int(rq.height),
@@ -335,7 +335,7 @@ class _Service:
         try:
             msg = conn.recv()
         except (EOFError, OSError):
-            self.conns.remove(conn)
+            self._drop(conn)
             return
         op = msg[0]
         try:
@@ -364,12 +364,17 @@ class _Service:
         except Exception as exc:  # noqa: BLE001 - goes back to that worker
             self._reply(conn, False, exc)
 
+    def _drop(self, conn: Connection) -> None:
+        """A worker's connection closed (the worker stopped or was replaced)."""
+        if conn in self.conns:
+            self.conns.remove(conn)
+        self._last_seen.pop(conn, None)
+
     def _reply(self, conn: Connection, ok: bool, payload) -> None:
         try:
             conn.send((ok, payload))
         except (OSError, EOFError, BrokenPipeError):
-            if conn in self.conns:
-                self.conns.remove(conn)
+            self._drop(conn)
         except Exception as exc:  # noqa: BLE001 - an unpicklable exception: send its text
             conn.send((False, RenderServiceError(str(exc))))
 

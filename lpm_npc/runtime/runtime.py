@@ -179,8 +179,11 @@ class Runtime:
 
     def _release(self, reserved: tuple[float, int]) -> None:
         with self._lock:
-            self._opening_ms_per_s -= reserved[0]
-            self._opening_fps -= reserved[1]
+            self._release_locked(reserved)
+
+    def _release_locked(self, reserved: tuple[float, int]) -> None:
+        self._opening_ms_per_s -= reserved[0]
+        self._opening_fps -= reserved[1]
 
     def _more_hint(self) -> str:
         """How this machine could give more, when the server leaves cores unused."""
@@ -218,8 +221,7 @@ class Runtime:
             self._release(reserved)
             raise
         with self._lock:
-            self._opening_ms_per_s -= reserved[0]  # from here on the session itself counts (same lock hold)
-            self._opening_fps -= reserved[1]
+            self._release_locked(reserved)  # from here on the session itself counts (same lock hold)
             full = len(self._sessions) >= self.config.max_sessions
             if not full:
                 self._sessions[session.session_id] = session

@@ -404,20 +404,21 @@ class WorkerHandle:
         self._reader.start()
 
     # -- calls ------------------------------------------------------------------------------------
-    def _register(self) -> tuple[Future, int]:
-        """A Future for a reply and its request id (0, the Future already failed, when the worker is gone)."""
-        fut: Future = Future()
+    def _register(self, entry: Future | _LoopReply) -> int:
+        """The request id a reply to `entry` will carry; 0, and `entry` failed, when the worker is gone."""
         with self._lock:
-            if not self.alive:
-                fut.set_exception(WorkerExitedError(self.exit_reason or "render worker exited"))
-                return fut, 0
-            req_id = next(self._ids)
-            self._pending[req_id] = fut
-        return fut, req_id
+            if self.alive:
+                req_id = next(self._ids)
+                self._pending[req_id] = entry
+                return req_id
+            reason = self.exit_reason or "render worker exited"
+        (entry.fut if isinstance(entry, _LoopReply) else entry).set_exception(WorkerExitedError(reason))
+        return 0
 
     def call(self, op: str, *args) -> Future:
         """Send a request; the Future gets the reply (or WorkerExitedError)."""
-        fut, req_id = self._register()
+        fut: Future = Future()
+        req_id = self._register(fut)
         if not req_id:
             return fut
         # Sent outside self._lock: the reader thread must always be able to settle replies, or a
@@ -450,12 +451,9 @@ class WorkerHandle:
         message to the worker first sends these, so the order of a session's messages holds. The
         returned Future (of `loop`) gets `post(reply)`."""
         reply = _LoopReply(loop, post)
-        with self._lock:
-            if not self.alive:
-                reply.fut.set_exception(WorkerExitedError(self.exit_reason or "render worker exited"))
-                return reply.fut
-            req_id = next(self._ids)
-            self._pending[req_id] = reply
+        req_id = self._register(reply)
+        if not req_id:
+            return reply.fut
         with self._send_lock:
             first = not self._deferred
             self._deferred.append((req_id,) + args)

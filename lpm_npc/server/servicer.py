@@ -269,7 +269,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
         next_stats = t0 + interval
         linger_until: float | None = None
         last_skip_log = -1e9
-        timing = [0.0, StageTimes()]  # the last frame's request-to-result time and stage times
+        last_wall, last_times = 0.0, StageTimes()  # the last frame's request-to-result time and stage times
         # With a render service a frame passes the worker (motion), then the service (the batched
         # render of every worker's tick), so request to result can take longer than a frame interval.
         # A session in a worker process takes its frame index when the request is made
@@ -284,9 +284,10 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
         inflight: deque = deque()
 
         async def deliver_oldest() -> None:
-            t_request, task = inflight.popleft()
-            frame = await task
-            timing[0], timing[1] = time.monotonic() - t_request, frame.times
+            nonlocal last_wall, last_times
+            t_request, fut = inflight.popleft()
+            frame = await fut
+            last_wall, last_times = time.monotonic() - t_request, frame.times
             stream.stats.rendered(frame.times, frame.batch_size)
             stream.last_pts_us = frame.pts_us
             out.put_frame(*self._frame_messages(session, frame))
@@ -332,11 +333,11 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
                     skipped = session.skip_to(session.clock.index_at(now - t0 - lookahead))
                     if now - last_skip_log >= SKIP_LOG_INTERVAL_S:
                         last_skip_log = now
-                        t = timing[1]
+                        t = last_times
                         log.warning("session %s: %.0f ms behind the clock, skipped %d frames (the frame before "
                                     "took %.0f ms from request to result: audio %.1f, motion %.1f, render %.1f, "
                                     "encode %.1f ms of work); the machine is short of CPU for its sessions",
-                                    session.session_id, (now - due) * 1000.0, skipped, timing[0] * 1000.0,
+                                    session.session_id, (now - due) * 1000.0, skipped, last_wall * 1000.0,
                                     t.audio * 1e3, t.motion * 1e3, t.render * 1e3, t.encode * 1e3)
                 inflight.append((time.monotonic(), self.runtime.scheduler.request(session)))
                 while len(inflight) >= depth or (inflight and inflight[0][1].done()):
@@ -353,8 +354,8 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
             log.exception("session %s: render failed", session.session_id)
             stream.error(f"internal render error: {exc}", grpc.StatusCode.INTERNAL, fatal=True)
         finally:
-            for _, task in inflight:
-                task.cancel()
+            for _, fut in inflight:
+                fut.cancel()
             out.close()
 
     @staticmethod
