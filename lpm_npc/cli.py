@@ -37,14 +37,27 @@ def _workers_arg(text: str) -> str | int:
     return n
 
 
+def _fronts(value: str | int, device: str, workers: int) -> int:
+    """The number of front processes for `--fronts N|auto`."""
+    from .config import auto_front_processes
+
+    return auto_front_processes(device, workers) if value == "auto" else max(1, int(value))
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .config import ServerConfig, default_cache_dir
     from .server.app import serve_forever
 
+    workers = _workers(args.workers, args.device)
+    fronts = _fronts(args.fronts, args.device, workers)
+    if fronts > 1 and 0 < workers < fronts:
+        log.error("--fronts %d needs at least as many worker processes (--workers %d): each front "
+                  "process has its own", fronts, workers)
+        return 2
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                           backend=args.backend, device=args.device, render_threads=args.render_threads,
-                          admission=not args.no_admission, worker_processes=_workers(args.workers, args.device),
+                          admission=not args.no_admission, worker_processes=workers, front_processes=fronts,
                           render_service=args.render_service,
                           frame_cost_fixed_ms=args.frame_cost[0] if args.frame_cost else 0.0,
                           frame_cost_per_mpx_ms=args.frame_cost[1] if args.frame_cost else 0.0)
@@ -175,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--render-service", default="auto", choices=["auto", "on", "off"],
                    help="with --workers: one process renders for all workers (auto: on with a GPU device, where "
                         "one context fed big batches beats one per worker)")
+    s.add_argument("--fronts", type=_workers_arg, default=1,
+                   help="server processes listening on the port, each sending the frames of its own streams "
+                        "with its share of --workers (one process sends ~1400 frames/s at most); auto: 1 on a "
+                        "CPU, one per two workers with a GPU (at most 4)")
     s.add_argument("--no-admission", action="store_true",
                    help="accept sessions beyond the measured render capacity (they will run late)")
     s.add_argument("--frame-cost", type=float, nargs=2, metavar=("FIXED_MS", "MS_PER_MPX"), default=None,

@@ -125,14 +125,21 @@ class PerformStream:
 class NpcClient:
     """Owns one gRPC channel to an lpm-npc server."""
 
-    def __init__(self, address: str = "127.0.0.1:50051", max_message_bytes: int = 32 * 1024 * 1024):
+    def __init__(self, address: str = "127.0.0.1:50051", max_message_bytes: int = 32 * 1024 * 1024,
+                 own_connection: bool = False):
+        """`own_connection`: a TCP connection of this client's own, not one shared with other channels to
+        the same address (gRPC shares them by default). A server with several front processes
+        (`serve --fronts`) spreads connections, not streams, so NPCs meant to spread need their own."""
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=[
+        options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_permit_without_calls", 1),
-        ])
+        ]
+        if own_connection:
+            options.append(("grpc.use_local_subchannel_pool", 1))
+        self.channel = grpc.insecure_channel(address, options=options)
         self.stub = pb_grpc.NpcServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 

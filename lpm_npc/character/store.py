@@ -77,7 +77,11 @@ class CharacterStore:
         with self._lock:
             rig = self._loaded.get(character_id)
             if rig is not None:
-                return rig
+                # Another process sharing this cache (a sibling front, runtime/fronts.py) may have deleted
+                # it: the file on disk is the registry, what is held here only a copy.
+                if character_id == DEFAULT_CHARACTER_ID or self._rig_path(character_id).exists():
+                    return rig
+                self._loaded.pop(character_id, None)
         if character_id == DEFAULT_CHARACTER_ID:
             self.ensure_default()
             return self._loaded[DEFAULT_CHARACTER_ID]
@@ -115,9 +119,11 @@ class CharacterStore:
             self._loaded.pop(character_id, None)
             existed = False
             for path in (self._rig_path(character_id), self._meta_path(character_id)):
-                if path.exists():
+                try:
                     path.unlink()
                     existed = True
+                except FileNotFoundError:   # never there, or a sibling front deleted it a moment ago
+                    pass
         return existed
 
     def close(self) -> None:

@@ -419,6 +419,9 @@ class _Service:
 
 def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Connection, log_level: int,
                   max_rigs: int = MAX_RIGS) -> None:
+    from ..server.fronts import name_this_process
+
+    name_this_process("lpm-npc-render")
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us after its workers
     except (ValueError, OSError):  # pragma: no cover

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-import time
 import uuid
 from collections import OrderedDict
 
@@ -17,38 +17,17 @@ from ..render.backends import available_backends as _available_backends
 from ..render.backends import make_renderer
 from .calibration import measure_talking_frame_cost
 from .capacity import Capacity, FrameCost
+from .fronts import DirectoryResumeStore, FrontContext, LoadFigures, MemoryResumeStore
 from .scheduler import FrameScheduler
 from .session import PerformSession
 
 log = logging.getLogger(__name__)
 
-RESUME_TTL_S = 600.0
-RESUME_MAX = 512
 MAX_PREPARED = 64
+LOAD_PUBLISH_S = 0.2   # with several fronts: how often a front refreshes its figures in the shared load
 
-
-class ResumeStore:
-    """Motion/emotion state of ended sessions, kept for a while so a reconnect continues it."""
-
-    def __init__(self, ttl_s: float = RESUME_TTL_S, max_entries: int = RESUME_MAX):
-        self._ttl = ttl_s
-        self._max = max_entries
-        self._items: OrderedDict[str, tuple[float, dict]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, token: str, state: dict) -> None:
-        with self._lock:
-            self._items[token] = (time.monotonic(), state)
-            self._items.move_to_end(token)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
-
-    def take(self, token: str) -> dict | None:
-        with self._lock:
-            item = self._items.pop(token, None)
-        if item is None or time.monotonic() - item[0] > self._ttl:
-            return None
-        return item[1]
+# One front's resume store (the name tests and older code use); several fronts share a directory.
+ResumeStore = MemoryResumeStore
 
 
 def available_backends() -> list[str]:
@@ -59,12 +38,16 @@ def available_backends() -> list[str]:
 class Runtime:
     """Owns the character store, the renderer and the session registry."""
 
-    def __init__(self, config: ServerConfig | None = None):
+    def __init__(self, config: ServerConfig | None = None, front: FrontContext | None = None):
         self.config = config or ServerConfig()
+        # With several front processes on one port (runtime/fronts.py) this one is `front.slot`; admission,
+        # the resume store and character deletes then count for the whole server.
+        self.front = front if front is not None and front.count > 1 else None
         self.store = CharacterStore(self.config.cache_dir)
         self.renderer = make_renderer(self.config.backend, self.config.device, self.config.cache_dir)
         feature_kernel.warm_up()  # the speech features' compiled steps, before any session's audio
-        self.resume = ResumeStore()
+        self.resume = (DirectoryResumeStore(self.front.resume_dir) if self.front is not None
+                       else MemoryResumeStore())
         self._sessions: dict[str, PerformSession] = {}
         self._prepared: OrderedDict[str, object] = OrderedDict()  # LRU of renderer-ready rigs
         self._lock = threading.Lock()
@@ -77,11 +60,15 @@ class Runtime:
         if self.config.worker_processes > 0:
             from .workers import WorkerPool
 
-            self.pool = WorkerPool(self.config)
+            self.pool = WorkerPool(self.config, service=front.service if front is not None else None)
         self.capacity: Capacity | None = None
         if self.config.frame_cost_fixed_ms > 0 and self.config.frame_cost_per_mpx_ms > 0:
             self.capacity = self._capacity(FrameCost(self.config.frame_cost_fixed_ms,
                                                      self.config.frame_cost_per_mpx_ms))
+        self._closed = threading.Event()
+        if self.front is not None:
+            self.publish_load()
+            threading.Thread(target=self._publish_periodically, name="front-load", daemon=True).start()
 
     # -- capacity -------------------------------------------------------------------------------
     def _makers(self) -> int:
@@ -106,6 +93,7 @@ class Runtime:
         from ..config import DEFAULT_CHARACTER_ID
 
         if self.pool is not None:
+            self._meet_sibling_fronts()
             cost = self.pool.calibrate()
         else:
             rig = self.store.get(DEFAULT_CHARACTER_ID)
@@ -121,6 +109,13 @@ class Runtime:
                  if cap.max_frames_per_s is not None else "",
                  cap.max_sessions_at(256, 256, 30), cap.max_sessions_at(512, 512, 30))
         return cap
+
+    def _meet_sibling_fronts(self, timeout: float = 120.0) -> None:
+        """With several fronts started together: wait until all are about to calibrate (see FrontContext)."""
+        if self.front is None or not self.front.meet_to_calibrate:
+            return
+        if not self.front.load.meet(timeout):
+            log.warning("the other front processes did not calibrate at the same time; this one measured alone")
 
     def committed_ms_per_s(self, exclude: PerformSession | None = None) -> float:
         with self._lock:
@@ -139,6 +134,28 @@ class Runtime:
         return self._opening_ms_per_s + sum(
             self.capacity.load_ms_per_s(s.output.width, s.output.height, s.output.fps) for s in sessions)
 
+    # -- several fronts: the whole server's load ---------------------------------------------------
+    def _own_figures_locked(self) -> LoadFigures:
+        """This front's committed load (caller holds self._lock)."""
+        return LoadFigures(self._committed_locked(), float(self._committed_fps_locked()), len(self._sessions),
+                           self.capacity.budget_ms_per_s if self.capacity is not None else 0.0)
+
+    def publish_load(self) -> None:
+        """Write this front's figures where the other fronts read them (no-op with one front)."""
+        if self.front is None:
+            return
+        with self._lock:
+            with self.front.load.lock:
+                self.front.load.publish(self.front.slot, self._own_figures_locked())
+
+    def _publish_periodically(self) -> None:
+        while not self._closed.wait(LOAD_PUBLISH_S):
+            self.publish_load()
+
+    def _others(self) -> LoadFigures:
+        """The other fronts' figures (caller holds self._lock and the shared lock); none with one front."""
+        return self.front.load.others(self.front.slot) if self.front is not None else LoadFigures()
+
     def admit(self, width: int, height: int, fps: int, replacing: PerformSession | None = None) -> None:
         """Raise CapacityError if a (width, height, fps) stream would overload the renderer."""
         self._reserve(width, height, fps, replacing, hold=False)
@@ -153,29 +170,41 @@ class Runtime:
         if cap is None or not self.config.admission:
             return (0.0, 0)
         need = cap.load_ms_per_s(width, height, fps)
-        with self._lock:
-            committed = self._committed_locked(exclude=replacing)
-            sending = self._committed_fps_locked(exclude=replacing)
-            makers_fit = committed + need <= cap.budget_ms_per_s
+        with self._lock, self._shared_lock():
+            others = self._others()   # the other fronts' (all zero with one front)
+            committed = self._committed_locked(exclude=replacing) + others.ms_per_s
+            budget = cap.budget_ms_per_s + others.budget_ms_per_s
+            sending = self._committed_fps_locked(exclude=replacing)   # this process's own: its own limit
+            makers_fit = committed + need <= budget
             front_fits = cap.max_frames_per_s is None or sending + fps <= cap.max_frames_per_s
             if makers_fit and front_fits:
                 if hold:
                     self._opening_ms_per_s += need
                     self._opening_fps += fps
+                    if self.front is not None:   # the others see the reservation before the lock is let go
+                        self.front.load.publish(self.front.slot, self._own_figures_locked())
                 return (need, fps) if hold else (0.0, 0)
         advice = ("Lower the size or fps of far NPCs (Control ACTION_SET_OUTPUT), pause hidden ones "
                   "(ACTION_PAUSE), or start another server")
         if not makers_fit:
+            fits = int(cap.max_sessions_at(width, height, fps) * budget / max(1e-9, cap.budget_ms_per_s))
             raise CapacityError(
                 f"rendering capacity is full: live sessions commit {committed:.0f} of "
-                f"{cap.budget_ms_per_s:.0f} render-ms per second and a {width}x{height}@{fps} stream needs "
-                f"{need:.0f} more (this server fits about {cap.max_sessions_at(width, height, fps)} such "
-                f"streams). {advice}{self._more_hint()}.")
+                f"{budget:.0f} render-ms per second and a {width}x{height}@{fps} stream needs "
+                f"{need:.0f} more (this server fits about {fits} such streams). {advice}{self._more_hint()}.")
+        which = "the server process" if self.front is None else f"front process {self.front.slot}"
+        another = ("" if self.front is None else
+                   f" (the server has {self.front.count} front processes on this port; the kernel picks one "
+                   f"per connection, so a new connection may land on one with room)")
         raise CapacityError(
-            f"the server process is at its sending capacity: it sends {sending} frames per second for live "
+            f"{which} is at its sending capacity: it sends {sending} frames per second for live "
             f"sessions and can send about {cap.max_frames_per_s:.0f} on time ({cap.front_ms_per_frame:.2f} ms "
-            f"of its time each, config front_cost_ms), so a {fps} fps stream would make every NPC late. "
+            f"of its time each, config front_cost_ms), so a {fps} fps stream would make every NPC late{another}. "
             f"{advice}.")
+
+    def _shared_lock(self):
+        """The lock over all fronts' figures (a no-op context with one front)."""
+        return self.front.load.lock if self.front is not None else contextlib.nullcontext()
 
     def _release(self, reserved: tuple[float, int]) -> None:
         with self._lock:
@@ -199,7 +228,7 @@ class Runtime:
         """Validate, load the character and start a session. Raises LpmError subclasses."""
         options = options.validated()
         with self._lock:
-            if len(self._sessions) >= self.config.max_sessions:
+            if len(self._sessions) + self._others().sessions >= self.config.max_sessions:
                 raise CapacityError(
                     f"the server is at its capacity of {self.config.max_sessions} sessions; "
                     "close an NPC session or start another server (--max-sessions)."
@@ -211,20 +240,22 @@ class Runtime:
             rig = self.store.get(options.character_id)
             resume_state = self.resume.take(options.resume_token) if options.resume_token else None
             if self.pool is not None:
-                session = self.pool.open_session(options, uuid.uuid4().hex[:16], seed=seed,
+                session = self.pool.open_session(options, self._new_session_id(), seed=seed,
                                                  resume_state=resume_state)
             else:
                 prepared = self._prepare(options.character_id, rig)
                 session = PerformSession(options, rig, prepared, self.renderer, resume_state=resume_state,
-                                         seed=seed)
+                                         seed=seed, session_id=self._new_session_id())
         except BaseException:
             self._release(reserved)
             raise
-        with self._lock:
+        with self._lock, self._shared_lock():
             self._release_locked(reserved)  # from here on the session itself counts (same lock hold)
-            full = len(self._sessions) >= self.config.max_sessions
+            full = len(self._sessions) + self._others().sessions >= self.config.max_sessions
             if not full:
                 self._sessions[session.session_id] = session
+            if self.front is not None:
+                self.front.load.publish(self.front.slot, self._own_figures_locked())
         if full:
             if getattr(session, "remote", False):
                 session.close()
@@ -234,9 +265,15 @@ class Runtime:
                  options.output.fps, options.output.pixel_format.value)
         return session
 
+    def _new_session_id(self) -> str:
+        """16 hex digits; with several fronts, then the front's slot (`...-f2`: which process serves it)."""
+        sid = uuid.uuid4().hex[:16]
+        return sid if self.front is None else f"{sid}-f{self.front.slot}"
+
     def close_session(self, session: PerformSession) -> None:
         with self._lock:
             removed = self._sessions.pop(session.session_id, None)
+        self.publish_load()
         if removed is not None and getattr(session, "remote", False):
             # The worker answers with the state later; the resume store gets it then.
             session.close(lambda state, sid=session.session_id: self.resume.put(sid, state))
@@ -279,26 +316,38 @@ class Runtime:
 
     # -- info -----------------------------------------------------------------------------------
     def info(self) -> dict:
+        """What GetServerInfo answers: with several fronts, the whole server's sessions and load."""
+        others = self._others_now()
         return {
             "version": __version__,
             "backends": available_backends(),
             "active_backend": self.renderer.name,
             "max_sessions": self.config.max_sessions,
-            "active_sessions": self.active_sessions,
+            "active_sessions": self.active_sessions + others.sessions,
             "max_width": MAX_SIZE,
             "max_height": MAX_SIZE,
             "supported_fps": list(SUPPORTED_FPS),
             "max_message_bytes": self.config.max_message_bytes,
-            "capacity_pixels_per_s": self.capacity.capacity_pixels_per_s if self.capacity else 0,
-            "committed_pixels_per_s": (self.capacity.pixels_per_s(self.committed_ms_per_s())
+            "capacity_pixels_per_s": (self.capacity.pixels_per_s(self.capacity.budget_ms_per_s + others.budget_ms_per_s)
+                                      if self.capacity else 0),
+            "committed_pixels_per_s": (self.capacity.pixels_per_s(self.committed_ms_per_s() + others.ms_per_s)
                                        if self.capacity else 0),
         }
+
+    def _others_now(self) -> LoadFigures:
+        if self.front is None:
+            return LoadFigures()
+        with self.front.load.lock:
+            return self._others()
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live render workers (empty without worker processes)."""
         return self.pool.pids() if self.pool is not None else []
 
     def close(self) -> None:
+        self._closed.set()
+        if self.front is not None:
+            self.front.load.clear(self.front.slot)
         if self.pool is not None:
             self.pool.close()
         self.scheduler.close()

@@ -128,6 +128,9 @@ def _settle(fut: Future, ok: bool, payload) -> None:
 def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tuple[str, int] | None = None,
                  service: tuple[str, bytes] | None = None) -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
+    from ..server.fronts import name_this_process
+
+    name_this_process("lpm-npc-worker")
     try:  # Ctrl-C reaches the whole process group: the server drains and then stops us
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):  # pragma: no cover
@@ -385,7 +388,7 @@ class WorkerHandle:
         self.proc = ctx.Process(target=_worker_main, name=f"lpm-npc-worker-{slot}",
                                 args=(child, pool.config, slot, logging.getLogger().getEffectiveLevel(),
                                       (self.ring.path, self.ring.capacity) if self.ring else None,
-                                      pool.service.endpoint if pool.service is not None else None),
+                                      pool.service_endpoint),
                                 daemon=True)
         self.proc.start()
         child.close()
@@ -608,14 +611,19 @@ class WorkerHandle:
 class WorkerPool:
     """N worker processes; a session goes to the least-loaded live one."""
 
-    def __init__(self, config: ServerConfig, processes: int | None = None):
+    def __init__(self, config: ServerConfig, processes: int | None = None,
+                 service: tuple[str, bytes] | None = None):
+        """`service`: the (address, authkey) of a render service another process owns (front 0's, shared
+        by every front's workers); else one is started here when the config asks for it."""
         self.config = config
         self.closing = False
         self._lock = threading.Lock()
         n = max(1, int(processes if processes is not None else config.worker_processes))
-        self.service = None
-        if use_render_service(dataclasses.replace(config, worker_processes=n)):
+        self.service: RenderServiceProcess | None = None
+        self.service_endpoint = service
+        if service is None and use_render_service(dataclasses.replace(config, worker_processes=n)):
             self.service = RenderServiceProcess(config)
+            self.service_endpoint = self.service.endpoint
             log.info("render service (pid %d) renders for %d worker processes on %s", self.service.pid, n,
                      config.device)
         self.workers: list[WorkerHandle] = [WorkerHandle(self, i) for i in range(n)]
@@ -691,11 +699,11 @@ class WorkerPool:
 
     def service_stats(self) -> tuple[int, int] | None:
         """(batches, frames) rendered by the render service so far; None without one."""
-        if self.service is None:
+        if self.service_endpoint is None:
             return None
         from .render_service import RemoteRenderer
 
-        client = RemoteRenderer(*self.service.endpoint, timeout=10.0)
+        client = RemoteRenderer(*self.service_endpoint, timeout=10.0)
         try:
             return client.stats()
         finally:

@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 import cv2
 import grpc
@@ -18,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..config import ServerConfig
+from ..runtime.fronts import FrontContext
 from ..runtime.runtime import Runtime
 from ..v1 import lpm_npc_pb2 as pb
 from ..v1 import lpm_npc_pb2_grpc as pb_grpc
@@ -30,8 +32,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcService"].full_name
 def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     """Message limits and keepalive settings for hour-long streams."""
     return [
-        # Two sidecars must never silently share a port (gRPC enables SO_REUSEPORT by default).
-        ("grpc.so_reuseport", 0),
+        # Two sidecars must never silently share a port (gRPC enables SO_REUSEPORT by default); several
+        # fronts of one server do share it, on purpose (server/fronts.py checks the port is free first).
+        ("grpc.so_reuseport", 1 if config.front_processes > 1 else 0),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
@@ -69,9 +72,7 @@ async def start_server(config: ServerConfig, runtime: Runtime | None = None,
 
     With serving=False the health service says NOT_SERVING until the caller finishes warming up
     (serve_forever does: default rig, frame-cost calibration, the direction model)."""
-    # One render = one core: parallelism comes from sessions running on the executor's threads.
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)  # the CPU warp uses cv2.remap; one thread per render as well
+    _one_thread_per_render()
     runtime = runtime or Runtime(config)
     # Load the sentence model for free-text directions in the background: the first direction
     # would otherwise wait seconds for it.
@@ -100,29 +101,83 @@ async def start_server(config: ServerConfig, runtime: Runtime | None = None,
     return RunningServer(server, servicer, health_servicer, runtime, executor, port)
 
 
-async def serve_forever(config: ServerConfig, ready: threading.Event | None = None,
-                        warm_default: bool = True) -> None:
-    """Run until SIGINT/SIGTERM, then drain and stop."""
-    running = await start_server(config, serving=False)
+def _one_thread_per_render() -> None:
+    """One render = one core: parallelism comes from sessions running on the executor's threads."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # the CPU warp uses cv2.remap; one thread per render as well
+
+
+async def _warm(runtime: Runtime, warm_default: bool) -> None:
+    """Everything a first session would otherwise wait for: the default rig, the worker processes,
+    the frame-cost calibration and the direction model."""
     loop = asyncio.get_running_loop()
     if warm_default:
         # Build (or load) the default character now so the first session starts without a pause.
-        await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.store.ensure_default)
-    if running.runtime.pool is not None:
+        await loop.run_in_executor(None, runtime.store.ensure_default)
+    if runtime.pool is not None:
         # Worker processes import torch and load the renderer (seconds): be ready before SERVING.
-        await loop.run_in_executor(running.executor, running.runtime.pool.wait_ready)
-    if config.admission:
+        await loop.run_in_executor(None, runtime.pool.wait_ready)
+    if runtime.config.admission:
         # Measure what a frame costs here, for admission control (about a second).
-        await asyncio.get_running_loop().run_in_executor(running.executor, running.runtime.calibrate)
+        await loop.run_in_executor(None, runtime.calibrate)
     if warm_default:
         # The sentence model for free-text directions: loading it takes seconds of CPU (and the GIL),
         # which would stall live sessions; do it before saying SERVING.
         from ..performance.direction import warm_up
 
         try:
-            await loop.run_in_executor(running.executor, warm_up)
+            await loop.run_in_executor(None, warm_up)
         except Exception:  # noqa: BLE001 - directions then answer "not applied"; the rest works
             log.exception("the direction model could not be loaded")
+    runtime.publish_load()
+
+
+def _logging_setup() -> tuple[str, str]:
+    """This process's log level and format, for the front processes it starts."""
+    from ..logs import JsonFormatter
+
+    root = logging.getLogger()
+    fmt = "json" if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers) else "text"
+    return logging.getLevelName(root.getEffectiveLevel()).lower(), fmt
+
+
+async def serve_forever(config: ServerConfig, ready: threading.Event | None = None,
+                        warm_default: bool = True, front: FrontContext | None = None,
+                        parent: Connection | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then drain and stop.
+
+    With `config.front_processes` > 1 this process is front 0 and starts the others (server/fronts.py);
+    they call this with their `front` and the `parent` pipe they report ready on."""
+    loop = asyncio.get_running_loop()
+    group = None
+    if front is None and config.front_processes > 1:
+        from .fronts import FrontGroup, name_this_process
+
+        name_this_process("lpm-npc-front0")
+        group = FrontGroup(config, *_logging_setup())
+        config, front = group.configs[0], group.contexts[0]
+    try:
+        if front is None:
+            # One process: bind at once and say NOT_SERVING while warming up (health tells clients).
+            running = await start_server(config, serving=False)
+            await _warm(running.runtime, warm_default)
+        else:
+            # One of several on a port: the kernel may hand this process a connection as soon as it
+            # listens, so it warms up first, and front 0 listens once every other front does.
+            _one_thread_per_render()
+            runtime = await loop.run_in_executor(None, Runtime, config, front)
+            try:
+                await _warm(runtime, warm_default)
+                if group is not None:
+                    await loop.run_in_executor(None, group.wait_ready)
+                running = await start_server(config, runtime, serving=False)
+            except BaseException:
+                runtime.close()
+                raise
+    except BaseException:
+        if group is not None:
+            await loop.run_in_executor(None, group.stop)
+        raise
     for name in ("", SERVICE_NAME):
         await running.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     # Everything imported and built so far (torch, mediapipe, the default rig) lives for the whole
@@ -136,12 +191,35 @@ async def serve_forever(config: ServerConfig, ready: threading.Event | None = No
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread / Windows
             pass
+    if parent is not None:
+        parent.send(("ready", running.port))
+        _stop_when_parent_is_gone(parent, loop, stop)
     if ready is not None:
         ready.set()
-    print(f"lpm-npc listening on {config.host}:{running.port}", flush=True)
+    if front is None or group is not None:
+        print(f"lpm-npc listening on {config.host}:{running.port}", flush=True)
     await stop.wait()
     log.info("signal received, shutting down")
+    if group is not None:
+        group.signal_stop()   # every front drains its own streams at the same time
     await running.drain_and_stop()
+    if group is not None:
+        await loop.run_in_executor(None, group.stop)
+
+
+def _stop_when_parent_is_gone(parent: Connection, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """A front process whose front 0 is gone (killed) drains and stops: its pipe reads EOF."""
+
+    def watch() -> None:
+        try:
+            while True:
+                parent.recv()
+        except (EOFError, OSError):
+            pass
+        log.info("front 0 is gone; stopping")
+        loop.call_soon_threadsafe(stop.set)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _watch_gc_pauses(threshold_ms: float = 30.0) -> None:
