@@ -185,7 +185,7 @@ class FrontGroup:
                     if self._stopping:
                         return
                     proc = self.procs[slot]
-                    proc.join(0)
+                    proc.join(5.0)   # its pipe closing can come a moment before the kernel lets it be reaped
                     self.load.clear(slot)   # its sessions are gone: their load with them
                     now = time.monotonic()
                     recent = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
