@@ -30,6 +30,7 @@ from .config import OutputOptions, ServerConfig, SessionOptions
 from .runtime.runtime import Runtime
 from .runtime.scheduler import FrameScheduler
 from .loadgen import LoadgenUnavailable, build_loadgen, start_loadgen
+from .client import NpcClient
 from .sidecar import Sidecar
 from .types import AudioChannel, PixelFormat
 
@@ -128,6 +129,15 @@ def tree_cpu_seconds(pid: int) -> dict[int, float]:
     return out
 
 
+def _process_name(pid: int) -> str:
+    """/proc/PID/comm: the server names its processes (lpm-npc-front1, lpm-npc-worker, lpm-npc-render)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of `pid` and its descendants together, in MB."""
     total = 0.0
@@ -186,7 +196,8 @@ def proc_rss_mb(pid: int) -> float:
 def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray, fps: int = 30,
                    pixel_format: PixelFormat = PixelFormat.RGBA8, cache_dir: Path | None = None,
                    sidecar: Sidecar | None = None, workers: int = 0, loadgen: Path | None = None,
-                   backend: str = "torch", device: str = "cpu", render_service: str = "auto") -> dict:
+                   backend: str = "torch", device: str = "cpu", render_service: str = "auto",
+                   fronts: int = 1) -> dict:
     """N live sessions against a `lpm-npc serve` child (started here unless `sidecar` is given).
 
     CPU and memory count the server process and its worker processes (`workers`) together. The
@@ -197,7 +208,8 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--max-sessions", str(max(16, sessions)),
                                                              "--no-admission", "--workers", str(workers),
                                                              "--backend", backend, "--device", device,
-                                                             "--render-service", render_service])
+                                                             "--render-service", render_service,
+                                                             "--fronts", str(fronts)])
     results: list[dict] = []
     try:
         client = sidecar.wait_ready()
@@ -209,8 +221,11 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
 
         def run_one(k: int) -> None:
             stats, frames, first, last = [], 0, None, None
+            # a connection per NPC, as the native client and the engine bridges' sessions have: a server
+            # with several front processes spreads connections, not streams
+            own = NpcClient(sidecar.address, own_connection=True)
             try:
-                with client.perform(width=size, fps=fps, pixel_format=pixel_format, stats_interval_ms=1000) as stream:
+                with own.perform(width=size, fps=fps, pixel_format=pixel_format, stats_interval_ms=1000) as stream:
                     it = iter(stream)
                     next(it)  # started
                     barrier.wait()
@@ -252,6 +267,8 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
                     barrier.abort()
                 except threading.BrokenBarrierError:
                     pass
+            finally:
+                own.close()
             span = last[0] - first[0] if first and last else 1.0
             field = lambda name: [getattr(s, name) for s in stats if getattr(s, "latency_p50_ms") > 0]  # noqa: E731
             results.append({
@@ -308,10 +325,12 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
     # where the machine's CPU goes, per frame delivered: the server process (gRPC, pacing), its
     # worker processes (audio, motion, render, encode) and this benchmark's own client
     main_pid = sidecar.proc.pid
+    front_pids = {main_pid} | {p for p in cpu1 if _process_name(p).startswith("lpm-npc-front")}
     frames_in_window = max(1e-6, sum(r["fps"] for r in results) * (w1 - w0))
+    per_front = {p: cpu1[p] - cpu0.get(p, 0.0) for p in front_pids if p in cpu1}
     cpu_split = {
-        "server_process": (cpu1.get(main_pid, 0.0) - cpu0.get(main_pid, 0.0)),
-        "workers": sum(c - cpu0.get(p, 0.0) for p, c in cpu1.items() if p != main_pid),
+        "server_process": sum(per_front.values()),   # all front processes together (one by default)
+        "workers": sum(c - cpu0.get(p, 0.0) for p, c in cpu1.items() if p not in front_pids),
         "client": me1 - me0,
     }
     cpu_ms_per_frame = {k: round(v / frames_in_window * 1000.0, 3) for k, v in cpu_split.items()}
@@ -326,6 +345,9 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         "target_fps": sessions * fps,
         "frames_dropped": sum(r["dropped"] for r in results),
         "server_cpu_cores": round(cores, 3),
+        # the busiest server (front) process's cores: one process's limit is one core
+        "front_process_cores_max": round(max(per_front.values(), default=0.0) / max(1e-6, w1 - w0), 3),
+        "front_processes": len(per_front),
         "cpu_ms_per_frame": cpu_ms_per_frame,
         "latency_ms_p50": round(float(np.median(p50)), 1) if p50 else None,
         "latency_ms_p95": round(float(np.median(p95)), 1) if p95 else None,
@@ -388,7 +410,8 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
                 json_path: Path | None = None, plot_path: Path | None = None,
                 cache_dir: Path | None = None, render_threads: int = 2, workers: int = 0,
                 backend: str = "torch", device: str = "cpu", client: str = "auto",
-                pixel_format: PixelFormat = PixelFormat.RGBA8, render_service: str = "auto") -> dict:
+                pixel_format: PixelFormat = PixelFormat.RGBA8, render_service: str = "auto",
+                fronts: int = 1) -> dict:
     """The scaling table: aggregate fps, latency and memory for each (size, N) on one sidecar."""
     loadgen = _loadgen(client)
     torch.set_num_threads(1)
@@ -410,9 +433,10 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
                                                          "--render-threads", str(render_threads),
                                                          "--workers", str(workers),
                                                          "--backend", backend, "--device", device,
-                                                         "--render-service", render_service])
+                                                         "--render-service", render_service,
+                                                         "--fronts", str(fronts)])
     try:
-        sidecar.wait_ready()
+        sidecar.wait_ready(300)
         # a short run first, not reported: the workers' first sessions pay one-off costs (compiled
         # kernels, GPU set-up) that a served game pays once at its start, not per row
         warm_n = min(8, max(session_counts))
@@ -436,13 +460,14 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
                       f"encode {st['encode']:.2f} transport {st['transport']:.2f}"
                       f" | cpu ms/frame server {rt['cpu_ms_per_frame']['server_process']:.2f} "
                       f"workers {rt['cpu_ms_per_frame']['workers']:.2f} client {rt['cpu_ms_per_frame']['client']:.2f}"
+                      f" | busiest server process {rt['front_process_cores_max']:.2f} cores"
                       + (f" | {rt['share_of_bare'] * 100:.0f}% of bare" if rt["share_of_bare"] else ""),
                       flush=True)
     finally:
         sidecar.stop()
     add_marginal_memory(rows)
     report = {**machine, "kind": "scaling", "fps": fps, "render_threads": render_threads, "workers": workers,
-              "render_service": render_service,
+              "render_service": render_service, "fronts": fronts,
               "client": "cpp" if loadgen is not None else "python",
               "backend": backend, "device": device, "pixel_format": pixel_format.value,
               "rows": rows,
@@ -533,7 +558,8 @@ def _latency_bar(sessions: int, fps: int) -> str:
 def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: int = 30,
               stage_frames: int = 300, json_path: Path | None = None, cache_dir: Path | None = None,
               workers: int = 0, client: str = "auto", pixel_format: PixelFormat = PixelFormat.RGBA8,
-              backend: str = "torch", device: str = "cpu", render_service: str = "auto") -> dict:
+              backend: str = "torch", device: str = "cpu", render_service: str = "auto",
+              fronts: int = 1) -> dict:
     loadgen = _loadgen(client)
     speech = _speech16k()
     print(f"lpm-npc bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -552,9 +578,10 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
     stages["batch4"] = batched
     rt = bench_realtime(size, seconds, sessions, speech, fps=fps, cache_dir=cache_dir, workers=workers,
                         loadgen=loadgen, pixel_format=pixel_format, backend=backend, device=device,
-                        render_service=render_service)
+                        render_service=render_service, fronts=fronts)
     print(f"\nReal time over loopback gRPC: {sessions} session(s), {size}x{size} {pixel_format.name} @ {fps} fps, {seconds:.0f} s of live speech "
-          f"({rt['client']} client; server with {workers} worker process(es))")
+          f"({rt['client']} client; server with {workers} worker process(es)"
+          + (f" under {fronts} front processes" if fronts > 1 else "") + ")")
     print(f"  received fps        {rt['fps_per_session']} (aggregate {rt['aggregate_fps']} of {rt['target_fps']})")
     print(f"  frames dropped      {rt['frames_dropped']}")
     print(f"  server CPU          {rt['server_cpu_cores']:.2f} cores of {os.cpu_count()}  (bar: <= 1 core for one NPC)")
@@ -565,8 +592,9 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
     print(f"  server ms/frame     audio {st['audio']}, motion {st['motion']}, render {st['render']} "
           f"(batch of {rt['render_batch_mean']}), encode {st['encode']}, transport {st['transport']}")
     cm = rt["cpu_ms_per_frame"]
-    print(f"  CPU ms per frame    server process {cm['server_process']}, workers {cm['workers']}, "
-          f"benchmark client {cm['client']}")
+    print(f"  CPU ms per frame    server process{'es' if fronts > 1 else ''} {cm['server_process']}, "
+          f"workers {cm['workers']}, benchmark client {cm['client']} (busiest server process: "
+          f"{rt['front_process_cores_max']:.2f} cores)")
     print(f"  server memory       {rt['server_rss_mb_idle']} MB idle, {rt['server_rss_mb_peak']} MB peak, "
           f"{rt['rss_mb_per_session']} MB per session")
     if rt["gpu_mb_per_session"] is not None:

@@ -133,12 +133,13 @@ def _run_bench(args: argparse.Namespace) -> int:
                     json_path=Path(args.json) if args.json else None,
                     plot_path=Path(args.plot) if args.plot else None, render_threads=args.render_threads,
                     workers=workers, backend=args.backend, device=args.device, client=args.client,
-                    pixel_format=PixelFormat(args.pixel_format), render_service=args.render_service)
+                    pixel_format=PixelFormat(args.pixel_format), render_service=args.render_service,
+                    fronts=_fronts(args.fronts, args.device, workers))
         return 0
     run_bench(size=args.size[0], seconds=args.seconds, sessions=args.sessions[0], fps=args.fps,
               json_path=Path(args.json) if args.json else None, workers=workers, client=args.client,
               pixel_format=PixelFormat(args.pixel_format), backend=args.backend, device=args.device,
-              render_service=args.render_service)
+              render_service=args.render_service, fronts=_fronts(args.fronts, args.device, workers))
     return 0
 
 
@@ -235,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--render-service", default="auto", choices=["auto", "on", "off"],
                    help="the benchmarked server's render service (lpm-npc serve --render-service; auto: on "
                         "with a GPU and worker processes)")
+    b.add_argument("--fronts", type=_workers_arg, default=1,
+                   help="the benchmarked server's front processes (lpm-npc serve --fronts)")
     b.add_argument("--fps", type=int, default=30)
     b.add_argument("--client", default="auto", choices=["auto", "python", "cpp"],
                    help="the benchmark's clients: Python threads, or one native process built from the Unreal "
