@@ -307,6 +307,7 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
                 gpu_peak = max(gpu_peak, tree_gpu_mb(sidecar.proc.pid) or 0.0)
             time.sleep(0.25)
         cpu1, me1, w1 = tree_cpu_seconds(sidecar.proc.pid), _proc_cpu_seconds(os.getpid()), time.monotonic()
+        names = {p: _process_name(p) for p in cpu1}   # now: the processes are gone once the sidecar stops
         for th in threads:
             th.join(seconds + 30)
         if native is not None:
@@ -325,7 +326,7 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
     # where the machine's CPU goes, per frame delivered: the server process (gRPC, pacing), its
     # worker processes (audio, motion, render, encode) and this benchmark's own client
     main_pid = sidecar.proc.pid
-    front_pids = {main_pid} | {p for p in cpu1 if _process_name(p).startswith("lpm-npc-front")}
+    front_pids = {main_pid} | {p for p, name in names.items() if name.startswith("lpm-npc-front")}
     frames_in_window = max(1e-6, sum(r["fps"] for r in results) * (w1 - w0))
     per_front = {p: cpu1[p] - cpu0.get(p, 0.0) for p in front_pids if p in cpu1}
     cpu_split = {

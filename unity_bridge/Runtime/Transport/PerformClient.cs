@@ -10,58 +10,100 @@ using Cysharp.Net.Http;
 using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
+using LpmNpc.Core;
 using V1 = LpmNpc.V1;
 
 namespace LpmNpc.Unity
 {
     /// <summary>
-    /// One GrpcChannel per sidecar address, shared by every NPC (HTTP/2 multiplexes their streams).
+    /// The channels to each sidecar address: one by default, shared by every NPC (HTTP/2 multiplexes
+    /// their streams). A sidecar started with `lpm-npc serve --fronts N` spreads *connections* over N
+    /// server processes, so set ConnectionsPerSidecar to N (before the first NPC connects): each new
+    /// Perform stream then takes the channel (its own connection) with the fewest open streams.
     /// Tied to the application's lifetime: Shutdown() (called on quit and when the editor leaves Play
     /// mode) cancels every stream and disposes the channels, so nothing keeps the editor waiting.
     /// </summary>
     public static class SidecarChannels
     {
+        private sealed class Pool
+        {
+            public GrpcChannel[] Channels;
+            public ConnectionSpread Spread;
+        }
+
         private static readonly object Lock = new object();
-        private static readonly Dictionary<string, GrpcChannel> Channels = new Dictionary<string, GrpcChannel>();
+        private static readonly Dictionary<string, Pool> Pools = new Dictionary<string, Pool>();
         private static CancellationTokenSource _lifetime = new CancellationTokenSource();
 
         public const int MaxMessageBytes = 32 * 1024 * 1024;  // a 1024x1024 RGBA frame is 4 MiB
+
+        /// <summary>Connections to each sidecar; read when an address is first used.</summary>
+        public static int ConnectionsPerSidecar = 1;
 
         public static CancellationToken Lifetime
         {
             get { lock (Lock) return _lifetime.Token; }
         }
 
-        /// <summary>"http://127.0.0.1:50051" (plaintext h2c to the local sidecar).</summary>
+        private static GrpcChannel NewChannel(string address)
+        {
+            var handler = new YetAnotherHttpHandler { Http2Only = true };  // h2c: no TLS, no HTTP/1 upgrade
+            return GrpcChannel.ForAddress(address, new GrpcChannelOptions
+            {
+                HttpHandler = handler,   // a handler of its own: a connection of its own
+                DisposeHttpClient = true,
+                MaxReceiveMessageSize = MaxMessageBytes,
+                MaxSendMessageSize = MaxMessageBytes,
+            });
+        }
+
+        private static Pool PoolFor(string address)
+        {
+            Pool pool;
+            if (Pools.TryGetValue(address, out pool)) return pool;
+            int n = Math.Max(1, ConnectionsPerSidecar);
+            pool = new Pool { Channels = new GrpcChannel[n], Spread = new ConnectionSpread(n) };
+            for (int i = 0; i < n; i++) pool.Channels[i] = NewChannel(address);
+            Pools[address] = pool;
+            return pool;
+        }
+
+        /// <summary>"http://127.0.0.1:50051" (plaintext h2c to the local sidecar): its first channel.</summary>
         public static GrpcChannel Get(string address)
+        {
+            lock (Lock) return PoolFor(address).Channels[0];
+        }
+
+        /// <summary>The channel for a new stream; pass `slot` to Release when the stream ends.</summary>
+        public static GrpcChannel Acquire(string address, out int slot)
         {
             lock (Lock)
             {
-                GrpcChannel channel;
-                if (Channels.TryGetValue(address, out channel)) return channel;
-                var handler = new YetAnotherHttpHandler { Http2Only = true };  // h2c: no TLS, no HTTP/1 upgrade
-                channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
-                {
-                    HttpHandler = handler,
-                    DisposeHttpClient = true,
-                    MaxReceiveMessageSize = MaxMessageBytes,
-                    MaxSendMessageSize = MaxMessageBytes,
-                });
-                Channels[address] = channel;
-                return channel;
+                var pool = PoolFor(address);
+                slot = pool.Spread.Acquire();
+                return pool.Channels[slot];
+            }
+        }
+
+        public static void Release(string address, int slot)
+        {
+            lock (Lock)
+            {
+                Pool pool;
+                if (Pools.TryGetValue(address, out pool) && slot < pool.Spread.Count) pool.Spread.Release(slot);
             }
         }
 
         public static void Shutdown()
         {
-            List<GrpcChannel> channels;
+            var channels = new List<GrpcChannel>();
             lock (Lock)
             {
                 _lifetime.Cancel();
                 _lifetime.Dispose();
                 _lifetime = new CancellationTokenSource();
-                channels = new List<GrpcChannel>(Channels.Values);
-                Channels.Clear();
+                foreach (var pool in Pools.Values) channels.AddRange(pool.Channels);
+                Pools.Clear();
             }
             foreach (var c in channels)
             {
@@ -107,10 +149,14 @@ namespace LpmNpc.Unity
         /// <summary>Called on the network thread for every frame (fills the jitter buffer directly).</summary>
         public Action<V1.VideoFrame> OnFrame;
 
+        private readonly string _address;
+        private int _slot = -1;   // this call's connection among the sidecar's (SidecarChannels), until Dispose
+
         public PerformCall(string address, CancellationToken lifetime)
         {
             _cts = CancellationTokenSource.CreateLinkedTokenSource(lifetime);
-            var invoker = SidecarChannels.Get(address).CreateCallInvoker();
+            _address = address;
+            var invoker = SidecarChannels.Acquire(address, out _slot).CreateCallInvoker();
             _call = invoker.AsyncDuplexStreamingCall(NpcServiceMethods.Perform, null,
                                                      new CallOptions(cancellationToken: _cts.Token));
             Task.Run(() => WriteLoop());
@@ -184,6 +230,8 @@ namespace LpmNpc.Unity
             try { _cts.Cancel(); } catch (ObjectDisposedException) { }
             _call.Dispose();
             _outboxSignal.Release();
+            int slot = Interlocked.Exchange(ref _slot, -1);
+            if (slot >= 0) SidecarChannels.Release(_address, slot);
         }
     }
 }
