@@ -48,12 +48,16 @@ def _serve(args: argparse.Namespace) -> int:
     from .config import ServerConfig, default_cache_dir
     from .server.app import serve_forever
 
+    from .runtime.fronts import split_workers
+
     workers = _workers(args.workers, args.device)
     fronts = _fronts(args.fronts, args.device, workers)
-    if fronts > 1 and 0 < workers < fronts:
-        log.error("--fronts %d needs at least as many worker processes (--workers %d): each front "
-                  "process has its own", fronts, workers)
-        return 2
+    if fronts > 1 and workers:
+        try:
+            split_workers(workers, fronts)   # each front process has worker processes of its own
+        except ValueError as exc:
+            log.error("--fronts %d --workers %d: %s", fronts, workers, exc)
+            return 2
     config = ServerConfig(host=args.host, port=args.port, max_sessions=args.max_sessions,
                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                           backend=args.backend, device=args.device, render_threads=args.render_threads,
@@ -128,18 +132,19 @@ def _run_bench(args: argparse.Namespace) -> int:
     # auto: the server as it should run for many NPCs on this machine (one process per core); a single
     # NPC runs in the server process, as `lpm-npc serve` does by default
     workers = 0 if args.workers == "auto" and max(args.sessions) == 1 else _workers(args.workers, args.device)
+    fronts = _fronts(args.fronts, args.device, workers)
     if len(args.sessions) > 1 or len(args.size) > 1 or args.plot:
         run_scaling(args.size, args.sessions, args.seconds, fps=args.fps,
                     json_path=Path(args.json) if args.json else None,
                     plot_path=Path(args.plot) if args.plot else None, render_threads=args.render_threads,
                     workers=workers, backend=args.backend, device=args.device, client=args.client,
                     pixel_format=PixelFormat(args.pixel_format), render_service=args.render_service,
-                    fronts=_fronts(args.fronts, args.device, workers))
+                    fronts=fronts)
         return 0
     run_bench(size=args.size[0], seconds=args.seconds, sessions=args.sessions[0], fps=args.fps,
               json_path=Path(args.json) if args.json else None, workers=workers, client=args.client,
               pixel_format=PixelFormat(args.pixel_format), backend=args.backend, device=args.device,
-              render_service=args.render_service, fronts=_fronts(args.fronts, args.device, workers))
+              render_service=args.render_service, fronts=fronts)
     return 0
 
 

@@ -419,7 +419,7 @@ class _Service:
 
 def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Connection, log_level: int,
                   max_rigs: int = MAX_RIGS) -> None:
-    from ..server.fronts import name_this_process
+    from .process_name import name_this_process
 
     name_this_process("lpm-npc-render")
     try:

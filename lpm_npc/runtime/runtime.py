@@ -92,8 +92,8 @@ class Runtime:
             return self.capacity
         from ..config import DEFAULT_CHARACTER_ID
 
+        self._meet_sibling_fronts()
         if self.pool is not None:
-            self._meet_sibling_fronts()
             cost = self.pool.calibrate()
         else:
             rig = self.store.get(DEFAULT_CHARACTER_ID)
@@ -144,16 +144,20 @@ class Runtime:
         """Write this front's figures where the other fronts read them (no-op with one front)."""
         if self.front is None:
             return
-        with self._lock:
-            with self.front.load.lock:
-                self.front.load.publish(self.front.slot, self._own_figures_locked())
+        with self._lock, self.front.load.lock:
+            self._publish_locked()
+
+    def _publish_locked(self) -> None:
+        """(caller holds self._lock and the shared lock) A closed front publishes nothing: `close` cleared it."""
+        if self.front is not None and not self._closed.is_set():
+            self.front.load.publish(self.front.slot, self._own_figures_locked())
 
     def _publish_periodically(self) -> None:
         while not self._closed.wait(LOAD_PUBLISH_S):
             self.publish_load()
 
     def _others(self) -> LoadFigures:
-        """The other fronts' figures (caller holds self._lock and the shared lock); none with one front."""
+        """The other fronts' figures (exact while the caller holds the shared lock); none with one front."""
         return self.front.load.others(self.front.slot) if self.front is not None else LoadFigures()
 
     def admit(self, width: int, height: int, fps: int, replacing: PerformSession | None = None) -> None:
@@ -181,8 +185,7 @@ class Runtime:
                 if hold:
                     self._opening_ms_per_s += need
                     self._opening_fps += fps
-                    if self.front is not None:   # the others see the reservation before the lock is let go
-                        self.front.load.publish(self.front.slot, self._own_figures_locked())
+                    self._publish_locked()   # the other fronts see the reservation before the lock is let go
                 return (need, fps) if hold else (0.0, 0)
         advice = ("Lower the size or fps of far NPCs (Control ACTION_SET_OUTPUT), pause hidden ones "
                   "(ACTION_PAUSE), or start another server")
@@ -254,8 +257,7 @@ class Runtime:
             full = len(self._sessions) + self._others().sessions >= self.config.max_sessions
             if not full:
                 self._sessions[session.session_id] = session
-            if self.front is not None:
-                self.front.load.publish(self.front.slot, self._own_figures_locked())
+            self._publish_locked()
         if full:
             if getattr(session, "remote", False):
                 session.close()
@@ -345,7 +347,7 @@ class Runtime:
         return self.pool.pids() if self.pool is not None else []
 
     def close(self) -> None:
-        self._closed.set()
+        self._closed.set()   # before clear() takes the shared lock: a publish after that sees it and skips
         if self.front is not None:
             self.front.load.clear(self.front.slot)
         if self.pool is not None:

@@ -128,7 +128,7 @@ def _settle(fut: Future, ok: bool, payload) -> None:
 def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tuple[str, int] | None = None,
                  service: tuple[str, bytes] | None = None) -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
-    from ..server.fronts import name_this_process
+    from .process_name import name_this_process
 
     name_this_process("lpm-npc-worker")
     try:  # Ctrl-C reaches the whole process group: the server drains and then stops us

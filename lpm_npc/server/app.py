@@ -151,7 +151,8 @@ async def serve_forever(config: ServerConfig, ready: threading.Event | None = No
     loop = asyncio.get_running_loop()
     group = None
     if front is None and config.front_processes > 1:
-        from .fronts import FrontGroup, name_this_process
+        from ..runtime.process_name import name_this_process
+        from .fronts import FrontGroup
 
         name_this_process("lpm-npc-front0")
         group = FrontGroup(config, *_logging_setup())

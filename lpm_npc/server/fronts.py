@@ -16,7 +16,6 @@ is gone (front 0 killed) drains and stops too: its pipe to the parent reads EOF.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
 import errno
 import logging
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from ..config import ServerConfig
 from ..runtime.fronts import FrontContext, SharedLoad, split_workers
+from ..runtime.process_name import name_this_process
 from ..runtime.render_service import RenderServiceProcess, use_render_service
 
 log = logging.getLogger(__name__)
@@ -39,15 +39,6 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 300.0   # a front warms up: torch, its workers, calibration, the direction model
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 600.0
-
-
-def name_this_process(name: str) -> None:
-    """Set the process's name as `top`, `ps -o comm` and /proc/PID/comm show it (Linux; 15 chars)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(15, name.encode()[:15], 0, 0, 0)   # PR_SET_NAME
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
 
 
 def claim_port(host: str, port: int) -> int:
