@@ -315,7 +315,8 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
             results = report["sessions"]
             failed = [k for k, r in enumerate(results) if r.get("error")]
             if failed:
-                log.warning("bench sessions %s failed to start", failed)
+                log.warning("bench sessions %s failed to start: %s", failed,
+                            "; ".join(sorted({str(results[k]["error"]) for k in failed})))
             # the client's CPU over the same window as the server's (the loadgen measures its own)
             me0, me1 = 0.0, report["client_cpu_s"] / max(1e-6, report["window_s"]) * (w1 - w0)
         client.close()

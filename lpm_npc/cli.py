@@ -46,9 +46,11 @@ def _fronts(value: str | int, device: str, workers: int) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .config import ServerConfig, default_cache_dir
+    from .runtime.fronts import split_workers
+    from .runtime.stacks import dump_stacks_on_signal
     from .server.app import serve_forever
 
-    from .runtime.fronts import split_workers
+    dump_stacks_on_signal()   # `kill -USR1 <pid>`: every thread's stack on stderr (the hang checks use it too)
 
     workers = _workers(args.workers, args.device)
     fronts = _fronts(args.fronts, args.device, workers)
@@ -62,7 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
                           cache_dir=Path(args.cache_dir) if args.cache_dir else default_cache_dir(),
                           backend=args.backend, device=args.device, render_threads=args.render_threads,
                           admission=not args.no_admission, worker_processes=workers, front_processes=fronts,
-                          render_service=args.render_service,
+                          render_service=args.render_service, service_hang_s=args.hang_timeout,
+                          worker_hang_s=args.hang_timeout, front_hang_s=2 * args.hang_timeout,
+                          loop_stall_s=args.hang_timeout,
                           frame_cost_fixed_ms=args.frame_cost[0] if args.frame_cost else 0.0,
                           frame_cost_per_mpx_ms=args.frame_cost[1] if args.frame_cost else 0.0)
     try:
@@ -200,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "CPU, one per two workers with a GPU (at most 4)")
     s.add_argument("--no-admission", action="store_true",
                    help="accept sessions beyond the measured render capacity (they will run late)")
+    s.add_argument("--hang-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="a worker or render service process stuck this long (a front process: twice as "
+                        "long) is killed and started again (its streams end; clients resume); 0: never "
+                        "(default 30)")
     s.add_argument("--frame-cost", type=float, nargs=2, metavar=("FIXED_MS", "MS_PER_MPX"), default=None,
                    help="cost of one frame for admission control instead of measuring it at start-up")
     s.set_defaults(func=_serve)

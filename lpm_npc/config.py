@@ -173,5 +173,17 @@ class ServerConfig:
     # a render service that has not answered the server's check, or has had a batch rendering, for
     # this long is taken for hung (a stuck GPU call): it is killed and started again
     service_hang_s: float = 30.0
+    # a worker process with a frame request unanswered for this long, which then does not answer a check
+    # (its main loop is stuck) or answers that it is not waiting for the render service (its frame thread
+    # is stuck), is taken for hung: it is killed and started again, its sessions end (their clients resume)
+    worker_hang_s: float = 30.0
+    # with several fronts: a front whose event loop has not beaten for this long is killed and started
+    # again by front 0 (its streams end; their clients reconnect to any front and resume). Longer than a
+    # worker's check takes (worker_hang_s + 10 s + a check interval): a front whose loop is blocked
+    # sending to a stuck worker's full pipe then loses only that worker, not all its streams.
+    front_hang_s: float = 60.0
+    # a server process whose own event loop has not run for this long logs it with every thread's stack
+    # (once per stall): front 0, or a one-process server, which nothing else restarts
+    loop_stall_s: float = 30.0
     drain_seconds: float = 5.0
     outbound_queue_frames: int = 2

@@ -219,8 +219,6 @@ def test_connections_are_spread_over_the_fronts_and_server_info_counts_them_all(
 
 def test_a_session_resumes_on_another_front(two_front_server):
     """The state of a session that ended on one front is taken by whichever front the reconnect lands on."""
-    from lpm_npc.client import NpcClient
-
     clients = _clients_on_each_front(two_front_server.address)
     try:
         with clients[0].perform(width=48, fps=30, send_rig=True, rig_format="native") as stream:
@@ -276,18 +274,23 @@ def _front_pids(root_pid: int) -> dict[int, int]:
     return out
 
 
+def _wait_for_a_new_front_1(root_pid: int, old_pid: int, timeout_s: float) -> dict[int, int]:
+    """The fronts' pids once front 1 runs under a pid other than `old_pid`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = _front_pids(root_pid)
+        if now.get(1) not in (None, old_pid):
+            return now
+        time.sleep(0.5)
+    pytest.fail(f"front 1 (pid {old_pid}) was not replaced in {timeout_s:.0f} s")
+
+
 def test_a_front_that_dies_is_started_again(two_front_server):
     before = _front_pids(two_front_server.proc.pid)
     assert sorted(before) == [0, 1] and before[0] == two_front_server.proc.pid
     os.kill(before[1], signal.SIGKILL)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        now = _front_pids(two_front_server.proc.pid)
-        if now.get(1) not in (None, before[1]):
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("front 1 was not started again")
+    _wait_for_a_new_front_1(two_front_server.proc.pid, before[1], 240)
     # once warmed up and listening again, connections reach it
     while time.monotonic() < deadline:
         try:
@@ -299,3 +302,30 @@ def test_a_front_that_dies_is_started_again(two_front_server):
             c.close()
         return
     pytest.fail("no connection reached the restarted front 1")
+
+
+def test_a_front_that_hangs_is_killed_and_started_again(cache_dir, capfd):
+    """A front whose event loop stops (SIGSTOP here: every thread of it) stops beating; after
+    twice `--hang-timeout` front 0 kills it and starts it again, saying why."""
+    from lpm_npc.sidecar import Sidecar
+
+    sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--fronts", "2", "--workers", "2", "--no-admission",
+                                                       "--hang-timeout", "3"])
+    try:
+        sidecar.wait_ready(300).close()
+        before = _front_pids(sidecar.proc.pid)
+        assert sorted(before) == [0, 1]
+        time.sleep(7.0)   # longer than a front's limit (6 s): a front that beats is left alone
+        assert _front_pids(sidecar.proc.pid) == before
+        os.kill(before[1], signal.SIGSTOP)
+        now = _wait_for_a_new_front_1(sidecar.proc.pid, before[1], 120)
+        assert now[0] == before[0]
+        # the stopped process is gone (killed), not merely joined by a second one
+        assert not Path(f"/proc/{before[1]}").exists() or \
+            Path(f"/proc/{before[1]}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    finally:
+        assert sidecar.stop() == 0
+    err = capfd.readouterr().err
+    assert "front process 1 is hung: its event loop has not run for" in err
+    assert f"(pid {before[1]}): its threads' stacks follow on stderr, then it is killed" in err
+    assert "was hung (its event loop has not run for" in err

@@ -228,6 +228,44 @@ def test_a_frame_request_takes_its_index_at_once_so_two_can_be_in_flight(service
         rt.close_session(s)
 
 
+def test_sessions_keep_two_frames_in_flight_also_through_another_fronts_service(service_runtime, tmp_path):
+    """With several fronts the render service is front 0's, and a front's worker pool knows it only by
+    its endpoint. Its sessions must still keep two frames in flight: with one, every frame waited for
+    the last, and 4 NPCs at 64x64 on two fronts got 63-88 of 120 frames/s where one front got 115-120."""
+    from lpm_npc.runtime.fronts import FrontContext, SharedLoad
+    from lpm_npc.server.servicer import FRAMES_IN_FLIGHT, frames_in_flight
+
+    opts = SessionOptions(output=OutputOptions(width=64, height=64))
+    load = SharedLoad(2, tmp_path)
+    front = FrontContext(1, 2, load, tmp_path / "resume", service_runtime.pool.service.endpoint,
+                         meet_to_calibrate=False)
+    rt = Runtime(ServerConfig(cache_dir=service_runtime.config.cache_dir, worker_processes=1, render_service="on",
+                              admission=False), front=front)
+    try:
+        assert rt.pool.service is None and rt.pool.renders_through_service   # front 0's service, not its own
+        rt.pool.wait_ready()
+        s = rt.open_session(opts, seed=1)
+        try:
+            assert frames_in_flight(s, rt) == FRAMES_IN_FLIGHT
+            assert s.render_next(timeout=60).index == 0   # made by the other runtime's service
+        finally:
+            rt.close_session(s)
+    finally:
+        rt.close()
+    own = service_runtime.open_session(opts, seed=1)
+    try:
+        assert frames_in_flight(own, service_runtime) == FRAMES_IN_FLIGHT
+    finally:
+        service_runtime.close_session(own)
+    alone = Runtime(ServerConfig(cache_dir=service_runtime.config.cache_dir, admission=False))
+    s = alone.open_session(opts, seed=1)
+    try:
+        assert frames_in_flight(s, alone) == 1   # in-process: the scheduler takes the index when it begins
+    finally:
+        alone.close_session(s)
+        alone.close()
+
+
 def test_one_stream_with_two_frames_in_flight_is_not_batched_with_itself(cache_dir, npc_speech):
     """A lone stream through a render service: its worker makes one frame per tick (batch 1), not two
     ticks at once."""
@@ -333,8 +371,10 @@ def test_a_render_service_that_hangs_is_killed_and_started_again(cache_dir):
     import struct
     from multiprocessing.connection import Client
 
-    with _one_session_through_a_service(cache_dir, service_hang_s=1.5) as (rt, s, before):
+    # the worker's own hang check is shorter, and leaves alone a worker whose frame waits for the service
+    with _one_session_through_a_service(cache_dir, service_hang_s=1.5, worker_hang_s=0.3) as (rt, s, before):
         service = rt.pool.service
+        worker_pid = rt.pool.pids()
         time.sleep(2.0)   # several checks answered: a healthy service is left alone
         assert not service.restarts
         old_pid = service.pid
@@ -345,5 +385,6 @@ def test_a_render_service_that_hangs_is_killed_and_started_again(cache_dir):
             _wait_for_a_new_service(service, old_pid, 60)
             after = s.render_next(timeout=120)
             assert after.index == before.index + 1
+            assert rt.pool.pids() == worker_pid and not rt.pool.workers[0].hung_why
         finally:
             stuck.close()

@@ -222,14 +222,18 @@ def test_concurrent_calibration_shows_what_the_makers_share():
                                               batch=4)
         return one.ms(256, 256), shared.ms(256, 256), apart.ms(256, 256)
 
+    judged = []   # (one, shared, apart) of the tries in which the machine kept its CPU
     with StallMonitor() as machine:
         for _ in range(5):
             t0 = time.monotonic()
             one, shared, apart = measure()
             if not machine.stalled_near(t0, time.monotonic(), margin_s=0.05):
-                assert shared > 1.7 * one
-                assert apart < 1.3 * one
-                return
+                if shared > 1.7 * one and apart < 1.3 * one:
+                    return
+                judged.append((one, shared, apart))
+    # A try can still be stretched below the monitor's threshold (a busy 2-core VM: once, apart 2.77
+    # against one 1.85 ms); a real fault fails every try.
+    assert not judged, f"makers' sharing not seen in any of {len(judged)} judged tries (one, shared, apart): {judged}"
     assert one > 0 and shared > 0 and apart > 0
     warnings.warn(f"calibration sharing not judged: the machine stalled in every try ({machine.summary()})")
 

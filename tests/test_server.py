@@ -586,3 +586,33 @@ def test_server_stop_ends_a_live_stream_without_a_render_error(cache_dir, caplog
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors
 
+
+
+def test_a_stalled_event_loop_is_logged_with_the_stack_that_holds_it(cache_dir, caplog):
+    """A server process's event loop that stops running (here: a coroutine that blocks it) is logged
+    once, with every thread's stack, so the log shows where it is stuck; and again when it runs."""
+    import asyncio
+    import logging
+
+    from lpm_npc.config import ServerConfig
+    from lpm_npc.server.app import BackgroundServer
+
+    srv = BackgroundServer(ServerConfig(port=0, cache_dir=cache_dir, admission=False, loop_stall_s=1.0)).start()
+    try:
+        time.sleep(2.0)   # a loop that runs is not reported
+        assert srv.running.loop_watch.stalls == 0
+
+        async def block_the_loop_for_a_while():
+            time.sleep(3.0)   # blocking call on the loop: what a bug in a handler would do
+
+        with caplog.at_level(logging.WARNING, logger="lpm_npc.server.app"):
+            asyncio.run_coroutine_threadsafe(block_the_loop_for_a_while(), srv.loop).result(30)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "runs again" not in caplog.text:
+                time.sleep(0.1)
+        assert srv.running.loop_watch.stalls == 1
+        assert "event loop has not run for" in caplog.text
+        assert "in block_the_loop_for_a_while" in caplog.text   # the stuck frame, in the loop's stack
+        assert "the event loop runs again" in caplog.text
+    finally:
+        srv.stop()

@@ -367,3 +367,50 @@ def test_calibration_uses_the_workers_that_answer():
     pool.workers = [_Worker(WorkerExitedError("render worker exited: worker 0"))]
     with pytest.raises(WorkerExitedError, match="worker 0"):
         pool.calibrate()
+
+
+def test_a_worker_whose_main_loop_hangs_is_killed_and_replaced(cache_dir, capfd, caplog):
+    """A worker stuck reading half a message answers neither its frame request nor the hang check:
+    after `worker_hang_s` its stacks are written to the log (where it hung) and it is killed, its session
+    ends with a reason that says so, and a new worker serves the next session. (Half a message rather
+    than SIGSTOP: a starved test run's SIGCONT would undo that.)"""
+    import struct
+
+    from lpm_npc.runtime.runtime import Runtime
+    from lpm_npc.runtime.workers import WorkerExitedError
+
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, worker_processes=1, admission=False, worker_hang_s=1.0))
+    try:
+        rt.store.ensure_default()
+        rt.pool.wait_ready()
+        s = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=1)
+        s.render_next(timeout=60)
+        time.sleep(1.5)   # a worker with nothing asked of it is left alone
+        worker = rt.pool.workers[0]
+        assert worker.alive and not worker.hung_why
+        with worker._send_lock:   # 10 of the 1000 bytes it is told to expect, never the rest
+            os.write(worker.conn.fileno(), struct.pack("!i", 1000) + b"x" * 10)
+        request = s._render_future()
+        # Hold the pipe's send lock meanwhile, as the server's event loop would, blocked sending to a
+        # worker that no longer reads: the check must still go out (from a thread of its own).
+        with worker._send_lock:
+            deadline = time.monotonic() + 60
+            while worker.alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+        with pytest.raises(WorkerExitedError, match="hung"):
+            request.result(60)
+        assert "did not answer a check" in worker.hung_why
+        assert "worker 0 is hung: a frame request has waited" in caplog.text
+        err = capfd.readouterr().err   # the worker's own stderr
+        # the stack of its main thread, stuck reading the rest of the message
+        assert "(most recent call first)" in err and "in recv_bytes" in err and "in run" in err
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (rt.pool.workers[0] is not worker
+                                                   and rt.pool.workers[0].ready.is_set()):
+            time.sleep(0.1)
+        assert rt.pool.pids() and worker.pid not in rt.pool.pids()
+        again = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=1)
+        assert again.render_next(timeout=60).index == 0
+        rt.close_session(again)
+    finally:
+        rt.close()

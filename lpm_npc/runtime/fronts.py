@@ -200,6 +200,16 @@ class SharedLoad:
         self.fronts = int(fronts)
         self.lock = FileLock(Path(directory) / "load.lock")
         self._values = ctx.RawArray("d", self.fronts * _FIELDS + 1)
+        # each serving front's event loop writes the time (time.monotonic: one clock for every process)
+        # here twice a second (server/app.LoopWatch); front 0 kills a front that stops (server/fronts.py)
+        self._beats = ctx.RawArray("d", self.fronts)
+
+    def beat(self, slot: int) -> None:
+        self._beats[slot] = time.monotonic()
+
+    def last_beat(self, slot: int) -> float:
+        """When front `slot`'s event loop last beat (time.monotonic), 0.0 if it has not since `clear`."""
+        return self._beats[slot]
 
     def meet(self, timeout: float) -> bool:
         """Wait until every front has called this (the fronts started together calibrate together);
@@ -231,9 +241,10 @@ class SharedLoad:
                            sum(f.sessions for f in figs), sum(f.budget_ms_per_s for f in figs))
 
     def clear(self, slot: int) -> None:
-        """A front that died holds nothing any more."""
+        """A front that died holds nothing any more (and its successor has not beaten yet)."""
         with self.lock:
             self.publish(slot, LoadFigures())
+            self._beats[slot] = 0.0
 
 
 @dataclass(frozen=True)

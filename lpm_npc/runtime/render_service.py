@@ -27,6 +27,7 @@ half second, at most `ServerConfig.service_coalesce_ms`: sessions tick on one se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing as mp
@@ -48,6 +49,7 @@ import numpy as np
 from ..config import ServerConfig
 from ..errors import LpmError
 from ..render.renderer import RenderRequest
+from .stacks import dump_stacks_on_signal, kill_with_stacks
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class RemoteRenderer:
     def __init__(self, address: str, authkey: bytes, timeout: float = CONNECT_TIMEOUT_S):
         self.address, self.authkey = address, authkey
         self._lock = threading.Lock()
+        self._calling: dict[int, float] = {}   # thread -> when its call began (waiting for the service)
         self._keys: set[str] = set()
         self.conn = self._connect(timeout)
         name, self.encodes_jpeg = self._call(("hello",), timeout)
@@ -126,16 +129,37 @@ class RemoteRenderer:
         self._keys.clear()  # a new service holds no characters
         log.info("reconnected to the render service")
 
+    @contextlib.contextmanager
+    def _waiting(self):
+        """Mark this thread as waiting for the service (from its outermost call on)."""
+        me = threading.get_ident()
+        outer = me not in self._calling
+        if outer:
+            self._calling[me] = time.monotonic()
+        try:
+            yield
+        finally:
+            if outer:
+                self._calling.pop(me, None)
+
+    def waiting_s(self) -> float:
+        """How long the oldest call in progress has waited for the service (0: none is): a worker's
+        answer to the server's hang check, since a worker waiting for a stuck service is not stuck itself
+        (the service's own check deals with that)."""
+        started = list(self._calling.values())
+        return max(0.0, time.monotonic() - min(started)) if started else 0.0
+
     def _call(self, msg: tuple, timeout: float | None = None):
-        with self._lock:
-            try:
-                self.conn.send(msg)
-                if timeout is not None and not self.conn.poll(timeout):
-                    raise RenderServiceError(f"the render service did not answer {msg[0]!r} in {timeout:.0f} s")
-                ok, payload = self.conn.recv()
-            except (EOFError, OSError, BrokenPipeError) as exc:
-                self._reconnect(exc)
-                raise ServiceRestartedError(f"the render service restarted ({exc!r})") from exc
+        with self._waiting():
+            with self._lock:
+                try:
+                    self.conn.send(msg)
+                    if timeout is not None and not self.conn.poll(timeout):
+                        raise RenderServiceError(f"the render service did not answer {msg[0]!r} in {timeout:.0f} s")
+                    ok, payload = self.conn.recv()
+                except (EOFError, OSError, BrokenPipeError) as exc:
+                    self._reconnect(exc)
+                    raise ServiceRestartedError(f"the render service restarted ({exc!r})") from exc
         if not ok:
             raise payload
         return payload
@@ -159,6 +183,10 @@ class RemoteRenderer:
         return tuple(self._call_once_more_if_restarted(("stats",)))
 
     def render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]:
+        with self._waiting():   # also between a failed call and the next (preparing characters again)
+            return self._render_many(requests)
+
+    def _render_many(self, requests: list[RenderRequest]) -> list[np.ndarray]:
         items = [(rq.prepared.key, np.asarray(rq.motion, np.float32), int(rq.width), int(rq.height),
                   bool(rq.alpha_matte), bool(rq.bgra), bool(rq.flip_y), int(rq.jpeg_quality)) for rq in requests]
         for attempt in range(3):
@@ -422,6 +450,7 @@ def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Co
     from .process_name import name_this_process
 
     name_this_process("lpm-npc-render")
+    dump_stacks_on_signal()
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us after its workers
     except (ValueError, OSError):  # pragma: no cover
@@ -484,6 +513,8 @@ class RenderServiceProcess:
     def _hung(self) -> str | None:
         """Why the running service counts as hung (it did not answer the check, or a batch has been
         rendering for `service_hang_s`), or None."""
+        if self._config.service_hang_s <= 0:   # no hang check (`lpm-npc serve --hang-timeout 0`)
+            return None
         limit = max(0.1, float(self._config.service_hang_s))
         try:
             if not self._ready:   # still warming up (CUDA start, kernel compiles): nothing to check yet
@@ -501,7 +532,8 @@ class RenderServiceProcess:
         return None
 
     def _watch(self) -> None:
-        interval = max(0.05, min(5.0, float(self._config.service_hang_s) / 3))
+        hang_s = float(self._config.service_hang_s)
+        interval = max(0.05, min(5.0, hang_s / 3)) if hang_s > 0 else 1.0
         while True:
             proc = self.proc
             proc.join(interval)
@@ -515,8 +547,7 @@ class RenderServiceProcess:
                 with self._lock:
                     if self._stopping:
                         return
-                log.error("the render service (pid %d) is hung: %s; killing it", proc.pid, why)
-                proc.kill()
+                kill_with_stacks(proc.pid, f"the render service is hung: {why}")
                 proc.join()
             with self._lock:
                 if self._stopping:

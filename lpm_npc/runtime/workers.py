@@ -41,6 +41,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
 
 from ..config import OutputOptions, ServerConfig, SessionOptions
@@ -49,10 +50,12 @@ from .capacity import FrameCost, combine_costs
 from .clock import FrameClock
 from .frame_ring import MIN_RING_PAYLOAD, FrameRing, RingRef
 from .render_service import RenderServiceProcess, use_render_service
+from .stacks import dump_stacks_on_signal, kill_with_stacks
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 180.0
+CHECK_WAIT_S = 10.0   # the hang check's wait for a worker's answer (its main loop answers in milliseconds)
 REPLIES = -1  # req_id of a message that carries several replies (a worker's batch of frames)
 MAX_HELD_AUDIO_BYTES = 16000  # audio held back for the next render request (0.5 s of 16 kHz mono s16)
 
@@ -76,12 +79,13 @@ class _LoopReply:
     """A pending reply settled on an event loop: the reader thread hands a whole batch of these to
     the loop in one call (`_settle_on_loop`), not one wake-up per frame."""
 
-    __slots__ = ("loop", "fut", "post")
+    __slots__ = ("loop", "fut", "post", "sent_at")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, post: Callable | None = None):
         self.loop = loop
         self.fut: asyncio.Future = loop.create_future()
         self.post = post  # turns the payload into the result, on the loop
+        self.sent_at = time.monotonic()   # a frame request: its age is what the hang check looks at
 
 
 def _settle_on_loop(replies: list[tuple["_LoopReply", bool, object]]) -> None:
@@ -131,6 +135,7 @@ def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tu
     from .process_name import name_this_process
 
     name_this_process("lpm-npc-worker")
+    dump_stacks_on_signal()
     try:  # Ctrl-C reaches the whole process group: the server drains and then stops us
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):  # pragma: no cover
@@ -346,6 +351,12 @@ class _Worker:
     def op_ping(self) -> int:
         return os.getpid()
 
+    def op_check(self) -> float:
+        """The server's hang check (answered by this main loop, so no answer = it is stuck): how long this
+        worker's frames have been waiting for the render service, 0 when they are not."""
+        waiting = getattr(self.renderer, "waiting_s", None)
+        return float(waiting()) if waiting is not None else 0.0
+
     def op_calibrate(self) -> tuple[float, float]:
         """(fixed_ms, per_mpx_ms) of a talking NPC's frame here; the pool asks every worker at once."""
         from ..config import DEFAULT_CHARACTER_ID
@@ -397,6 +408,7 @@ class WorkerHandle:
         self.ready = threading.Event()
         self.alive = True
         self.exit_reason = ""
+        self.hung_why = ""   # set when the pool's hang check kills it
         self.sessions: dict[str, RemoteSession] = {}
         self._pending: dict[int, Future | _LoopReply] = {}
         self._lock = threading.Lock()        # pending replies, alive
@@ -421,9 +433,15 @@ class WorkerHandle:
     def call(self, op: str, *args) -> Future:
         """Send a request; the Future gets the reply (or WorkerExitedError)."""
         fut: Future = Future()
+        if op == "render":
+            fut.sent_at = time.monotonic()   # see oldest_render_s
         req_id = self._register(fut)
-        if not req_id:
-            return fut
+        if req_id:
+            self._send_call(req_id, fut, op, args)
+        return fut
+
+    def _send_call(self, req_id: int, fut: Future, op: str, args: tuple) -> None:
+        """Send registered request `req_id`; a closed pipe fails `fut`."""
         # Sent outside self._lock: the reader thread must always be able to settle replies, or a
         # worker blocked writing a frame could stop reading requests (and a full pipe deadlock us).
         try:
@@ -434,7 +452,6 @@ class WorkerHandle:
             with self._lock:
                 self._pending.pop(req_id, None)
             _settle(fut, False, WorkerExitedError(f"render worker exited: pipe closed ({exc})"))
-        return fut
 
     def send(self, op: str, *args) -> None:
         """One-way request (no reply)."""
@@ -502,6 +519,54 @@ class WorkerHandle:
         """Fail pending replies of both kinds (thread Futures and loop replies)."""
         self._deliver([(entry, False, exc) for entry in pending])
 
+    # -- hang check -----------------------------------------------------------------------------
+    def oldest_render_s(self) -> float:
+        """How long the oldest frame request still unanswered has waited (0: none is waiting)."""
+        now = time.monotonic()
+        with self._lock:
+            for entry in self._pending.values():   # in request order: the first frame request is the oldest
+                sent = getattr(entry, "sent_at", None)
+                if sent is not None:
+                    return now - sent
+        return 0.0
+
+    def hung(self, limit_s: float) -> str | None:
+        """Why this worker counts as hung, or None: a frame request unanswered for `limit_s`, and then no
+        answer to a check in `CHECK_WAIT_S` (its main loop is stuck), or an answer that it is not
+        waiting for the render service (its frame thread is stuck; a stuck service is the service's own
+        check's)."""
+        age = self.oldest_render_s()
+        if age < limit_s or not self.alive:
+            return None
+        check: Future = Future()
+        req_id = self._register(check)
+        if not req_id:
+            return None
+        # Sent from a thread of its own: a worker that does not read lets its pipe fill, and whoever
+        # sends to it then blocks (holding the send lock), which must not hold this check up too.
+        threading.Thread(target=self._send_call, args=(req_id, check, "check", ()),
+                         name=f"worker-{self.slot}-check", daemon=True).start()
+        try:   # not shorter with a short limit: a starved machine can delay a healthy worker's answer
+            waiting_s = check.result(CHECK_WAIT_S)
+        except FutureTimeout:
+            return (f"a frame request has waited {age:.1f} s and it did not answer a check in "
+                    f"{CHECK_WAIT_S:.0f} s (its main loop is stuck)")
+        except Exception:  # noqa: BLE001 - it exited meanwhile: its reader thread deals with that
+            return None
+        if waiting_s > 0:
+            return None
+        age = self.oldest_render_s()
+        if age < limit_s:   # answered meanwhile
+            return None
+        return (f"a frame request has waited {age:.1f} s and it is not waiting for the render service "
+                "(its frame thread is stuck)")
+
+    def kill(self, why: str) -> None:
+        """End a hung worker (its stacks first, to the log); its reader thread then fails its sessions and
+        the pool replaces it."""
+        self.hung_why = why
+        kill_with_stacks(self.pid, f"worker {self.slot} is hung: {why}")
+
     @property
     def load(self) -> tuple[int, int]:
         ss = list(self.sessions.values())
@@ -564,6 +629,8 @@ class WorkerHandle:
                 why = f"killed by signal {-code}"
         else:
             why = f"exit code {code}"
+        if self.hung_why:
+            why = f"was hung ({self.hung_why}) and was killed"
         reason = f"render worker exited: worker {self.slot} (pid {self.pid}) {why}"
         if self.pool.closing:
             reason = f"render worker exited: the server is shutting down (worker {self.slot}, {why})"
@@ -628,6 +695,26 @@ class WorkerPool:
                      config.device)
         self.workers: list[WorkerHandle] = [WorkerHandle(self, i) for i in range(n)]
         atexit.register(self._at_exit)
+        self._closed = threading.Event()
+        if config.worker_hang_s > 0:
+            threading.Thread(target=self._watch_hangs, name="workers-hang-check", daemon=True).start()
+
+    def _watch_hangs(self) -> None:
+        """Kill a worker that is hung (`WorkerHandle.hung`); its sessions end and it is replaced."""
+        limit = float(self.config.worker_hang_s)
+        while not self._closed.wait(max(0.05, min(5.0, limit / 3))):
+            for w in list(self.workers):
+                if self.closing:
+                    return
+                why = w.hung(limit)
+                if why is not None and not self.closing:
+                    w.kill(why)
+
+    @property
+    def renders_through_service(self) -> bool:
+        """Whether a render service makes these workers' frames: one this pool started (`service`), or
+        another process's (with several fronts, front 0's: only its endpoint is known here)."""
+        return self.service_endpoint is not None
 
     def _at_exit(self) -> None:  # the interpreter ends: its daemonic workers go with it, no replacements
         self.closing = True
@@ -699,7 +786,7 @@ class WorkerPool:
 
     def service_stats(self) -> tuple[int, int] | None:
         """(batches, frames) rendered by the render service so far; None without one."""
-        if self.service_endpoint is None:
+        if not self.renders_through_service:
             return None
         from .render_service import RemoteRenderer
 
@@ -714,6 +801,7 @@ class WorkerPool:
         with self._lock:
             self.closing = True
             workers = list(self.workers)
+        self._closed.set()
         for w in workers:
             try:
                 w.send("shutdown")

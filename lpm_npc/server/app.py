@@ -6,11 +6,14 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 import threading
 import time
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Callable
 
 import cv2
 import grpc
@@ -26,6 +29,7 @@ from ..v1 import lpm_npc_pb2_grpc as pb_grpc
 from .servicer import NpcServicer
 
 log = logging.getLogger(__name__)
+BEAT_S = 0.5   # a server's event loop notes it runs this often (with several fronts: front 0 reads it)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["NpcService"].full_name
 
 
@@ -45,6 +49,59 @@ def grpc_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
+class LoopWatch:
+    """The event loop notes that it runs (every BEAT_S at most), and a thread logs, with every thread's
+    stack, when it has not run for `limit_s`.
+
+    Every stream the process sends is frozen then. With several fronts each note is also the front's
+    heartbeat (`beat`), and front 0 kills and restarts a front that stops beating (server/fronts.py);
+    front 0 and a one-process server have nobody to do that, so at least the log says where the loop
+    is stuck. Once per stall; it says when the loop runs again."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit_s: float, beat: Callable[[], None] | None = None):
+        self.limit_s = float(limit_s)
+        self.stalls = 0
+        self._last = time.monotonic()
+        self._loop = loop
+        self._beat = beat
+        self._every = min(BEAT_S, self.limit_s / 4) if self.limit_s > 0 else BEAT_S
+        self._stop = threading.Event()
+        if self.limit_s > 0 or beat is not None:
+            loop.call_soon_threadsafe(self._tick)
+        if self.limit_s > 0:
+            threading.Thread(target=self._watch, name="loop-watch", daemon=True).start()
+
+    def _tick(self) -> None:
+        self._last = time.monotonic()
+        if self._beat is not None:
+            self._beat()
+        if not self._stop.is_set():
+            self._loop.call_later(self._every, self._tick)
+
+    def _watch(self) -> None:
+        stalled_since = None
+        while not self._stop.wait(max(0.05, min(5.0, self.limit_s / 3))):
+            stale = time.monotonic() - self._last
+            if stale > self.limit_s and stalled_since is None:
+                stalled_since = self._last
+                self.stalls += 1
+                log.error("this server process's event loop has not run for %.0f s: every stream it sends is "
+                          "frozen. Its threads' stacks:\n%s", stale, _stacks())
+            elif stale <= self.limit_s and stalled_since is not None:
+                log.warning("the event loop runs again after a stall of about %.0f s", self._last - stalled_since)
+                stalled_since = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _stacks() -> str:
+    """Every thread's current stack, as text (for the log)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(f"thread {names.get(ident, ident)}:\n" + "".join(traceback.format_stack(frame))
+                     for ident, frame in sys._current_frames().items())
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -53,6 +110,7 @@ class RunningServer:
     runtime: Runtime
     executor: ThreadPoolExecutor
     port: int
+    loop_watch: LoopWatch | None = None
 
     async def drain_and_stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, tell streams to resume elsewhere, let them finish within the budget."""
@@ -62,6 +120,8 @@ class RunningServer:
         self.servicer.announce_drain()
         await self.server.stop(grace)
         await self.servicer.stop_pumps()  # a pump still sleeping to its next frame must not render
+        if self.loop_watch is not None:
+            self.loop_watch.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.runtime.close()
 
@@ -98,7 +158,10 @@ async def start_server(config: ServerConfig, runtime: Runtime | None = None,
                                   else health_pb2.HealthCheckResponse.NOT_SERVING)
     log.info("lpm-npc serving on %s:%d (backend %s, max %d sessions)", config.host, port,
              runtime.renderer.name, config.max_sessions)
-    return RunningServer(server, servicer, health_servicer, runtime, executor, port)
+    front = runtime.front
+    beat = (lambda: front.load.beat(front.slot)) if front is not None else None
+    return RunningServer(server, servicer, health_servicer, runtime, executor, port,
+                         LoopWatch(asyncio.get_running_loop(), config.loop_stall_s, beat))
 
 
 def _one_thread_per_render() -> None:

@@ -9,7 +9,8 @@ must share is in runtime/fronts.py (admission, resume states, the render service
 Front 0 picks the port, starts the render service (when there is one) and the other fronts, and says
 "listening" once every front is warmed up and bound. It starts a front that dies again (its streams
 fail; their clients reconnect, to any front, and resume) at most `MAX_RESTARTS` times in
-`RESTART_WINDOW_S`. On SIGINT/SIGTERM every front drains its own streams at once. A front whose parent
+`RESTART_WINDOW_S`, and kills and starts again a front whose event loop stopped beating for
+`ServerConfig.front_hang_s` (a hung front would hold its streams' NPCs frozen). On SIGINT/SIGTERM every front drains its own streams at once. A front whose parent
 is gone (front 0 killed) drains and stops too: its pipe to the parent reads EOF.
 """
 
@@ -33,6 +34,7 @@ from ..config import ServerConfig
 from ..runtime.fronts import FrontContext, SharedLoad, split_workers
 from ..runtime.process_name import name_this_process
 from ..runtime.render_service import RenderServiceProcess, use_render_service
+from ..runtime.stacks import dump_stacks_on_signal, kill_with_stacks
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ def _front_main(config: ServerConfig, front: FrontContext, conn: Connection, log
     """A front process other than front 0: serve until SIGTERM/SIGINT or until the parent is gone."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     name_this_process(f"lpm-npc-front{front.slot}")
+    dump_stacks_on_signal()
     from ..logs import setup_logging
     from .app import serve_forever
 
@@ -115,6 +118,8 @@ class FrontGroup:
         self._stopping = False
         self.restarts: list[float] = []
         self.procs: dict[int, mp.Process] = {}
+        self._spawned: dict[int, float] = {}   # slot -> when its process was started (time.monotonic)
+        self._hung: dict[int, str] = {}        # slot -> why the hang check killed it
         self.conns: dict[int, Connection] = {}
         for k in range(1, n):
             self._spawn(k)
@@ -132,6 +137,7 @@ class FrontGroup:
         # Not daemonic: a front starts worker processes of its own, which a daemonic process may not.
         proc = ctx.Process(target=_front_main, name=f"lpm-npc-front-{slot}",
                            args=(self.configs[slot], self.contexts[slot], child, *self._log))
+        self._spawned[slot] = time.monotonic()
         proc.start()
         child.close()
         self.procs[slot], self.conns[slot] = proc, parent
@@ -163,9 +169,39 @@ class FrontGroup:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values() if p.is_alive()]
 
+    def _kill_hung(self) -> None:
+        """Kill a front whose event loop has not beaten for `front_hang_s` (it beats once it serves:
+        app.LoopWatch), or that has not begun to serve within `READY_TIMEOUT_S` of its start: `_watch`
+        then starts it again like one that died."""
+        limit = float(self.config.front_hang_s)
+        if limit <= 0:
+            return
+        now = time.monotonic()
+        victims = []
+        with self._lock:
+            if self._stopping:
+                return
+            for slot, proc in self.procs.items():
+                if slot in self._hung or not proc.is_alive():
+                    continue
+                beat, spawned = self.load.last_beat(slot), self._spawned[slot]
+                if beat >= spawned:
+                    if now - beat <= limit:
+                        continue
+                    why = f"its event loop has not run for {now - beat:.0f} s"
+                elif now - spawned > READY_TIMEOUT_S:
+                    why = f"it did not start serving in {READY_TIMEOUT_S:.0f} s"
+                else:
+                    continue
+                self._hung[slot] = why
+                victims.append((slot, proc.pid, why))
+        for slot, pid, why in victims:   # not under the lock: the stacks take a moment to be written
+            kill_with_stacks(pid, f"front process {slot} is hung: {why}")
+
     def _watch(self) -> None:
-        """Start again a front that died (not one told to stop)."""
+        """Start again a front that died or hung (not one told to stop)."""
         while True:
+            self._kill_hung()
             with self._lock:
                 if self._stopping:
                     return
@@ -178,17 +214,19 @@ class FrontGroup:
                     proc = self.procs[slot]
                     proc.join(5.0)   # its pipe closing can come a moment before the kernel lets it be reaped
                     self.load.clear(slot)   # its sessions are gone: their load with them
+                    hung = self._hung.pop(slot, None)
+                    what = (f"was hung ({hung}) and was killed" if hung is not None
+                            else f"died (exit code {proc.exitcode})")
                     now = time.monotonic()
                     recent = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
                     if len(recent) >= MAX_RESTARTS:
-                        log.error("front process %d died (exit code %s), the %d. time in %.0f minutes; not "
-                                  "starting it again: the other fronts serve on. Restart the server.", slot,
-                                  proc.exitcode, len(recent) + 1, RESTART_WINDOW_S / 60)
+                        log.error("front process %d %s, the %d. time in %.0f minutes; not starting it "
+                                  "again: the other fronts serve on. Restart the server.", slot, what,
+                                  len(recent) + 1, RESTART_WINDOW_S / 60)
                         del self.procs[slot]
                         continue
-                    log.error("front process %d (pid %d) died (exit code %s): its streams ended (their clients "
-                              "reconnect and resume on any front); starting it again", slot, proc.pid,
-                              proc.exitcode)
+                    log.error("front process %d (pid %d) %s: its streams ended (their clients reconnect and "
+                              "resume on any front); starting it again", slot, proc.pid, what)
                     try:
                         self.conns[slot].close()
                     except OSError:

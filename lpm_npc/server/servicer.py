@@ -41,6 +41,15 @@ FRAMES_IN_FLIGHT = 2  # per session in a worker process: the next request goes o
 SKIP_LOG_INTERVAL_S = 5.0  # at most one 'behind the clock' warning per session per interval
 
 
+def frames_in_flight(session, runtime) -> int:
+    """How many frame requests a session's pump keeps out at once: FRAMES_IN_FLIGHT for a session in a
+    worker process whose frames a render service makes (this front's own, or with several fronts front
+    0's, which this front only knows by its endpoint), else 1 (see `_pump`)."""
+    pool = getattr(runtime, "pool", None)
+    remote = getattr(session, "remote", False)
+    return FRAMES_IN_FLIGHT if remote and pool is not None and pool.renders_through_service else 1
+
+
 class _Stream:
     """State of one Perform stream shared by its reader, pump and writer."""
 
@@ -278,9 +287,7 @@ class NpcServicer(pb_grpc.NpcServiceServicer):
         # Elsewhere one request is in flight: in-process sessions take their index only when the
         # scheduler begins the frame, and for workers that render themselves two in flight gave
         # no clear gain on the 2-core VM (8 x 256^2, two rounds each: p95 57/97 ms against 66/61 ms).
-        pool = getattr(self.runtime, "pool", None)
-        depth = (FRAMES_IN_FLIGHT if getattr(session, "remote", False) and getattr(pool, "service", None) is not None
-                 else 1)
+        depth = frames_in_flight(session, self.runtime)
         inflight: deque = deque()
 
         async def deliver_oldest() -> None:

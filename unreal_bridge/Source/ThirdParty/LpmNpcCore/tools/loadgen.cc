@@ -116,6 +116,24 @@ struct Result {
   std::string error;
 };
 
+// A JSON string literal of `s` (quotes, backslashes and control characters escaped).
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned char>(c));
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
 std::string List(const std::vector<float>& v) {
   std::ostringstream o;
   o << "[";
@@ -145,7 +163,10 @@ int main(int argc, char** argv) {
     sessions.back()->Start();
   }
   for (int k = 0; k < args.sessions; ++k) {
-    if (!sessions[k]->WaitStarted(60000)) results[k].error = sessions[k]->LastError().message;
+    if (!sessions[k]->WaitStarted(60000)) {
+      const std::string why = sessions[k]->LastError().message;
+      results[k].error = why.empty() ? "no SessionStarted within 60 s" : why;
+    }
   }
 
   std::fputs("started\n", stdout);  // the harness starts its own measurement window from here
@@ -238,7 +259,8 @@ int main(int argc, char** argv) {
       << ", \"stages\": {\"audio\": " << List(r.audio) << ", \"motion\": " << List(r.motion)
       << ", \"render\": " << List(r.render) << ", \"encode\": " << List(r.encode)
       << ", \"transport\": " << List(r.transport) << "}, \"batch\": " << List(r.batch)
-      << ", \"error\": \"" << (r.error.empty() ? "" : "session failed to start") << "\"}";
+      << ", \"error\": "
+      << JsonString(r.error.empty() ? "" : "session failed to start: " + r.error) << "}";
   }
   o << "]}\n";
   if (args.json.empty()) {
