@@ -144,8 +144,10 @@ class NpcClient:
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
-        status = self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout).status
+        # wait_for_ready holds the call until the connection is up; unlike grpc.channel_ready_future it
+        # starts no polling thread (one left polling raised "Channel closed!" when the client closed)
+        status = self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout,
+                                   wait_for_ready=True).status
         if status != health_pb2.HealthCheckResponse.SERVING:
             raise RuntimeError(f"server at {self.address} is not serving (health status {status})")
 
