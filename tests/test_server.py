@@ -178,6 +178,8 @@ def test_alpha_matte_separates_person_from_background(client, server):
     assert (opaque[..., 3] == 255).all()
 
 
+# real time (speech fed at its own pace): a VM that loses its CPU for seconds skips frames
+@pytest.mark.flaky(reruns=2, reruns_delay=2)
 def test_mouth_moves_with_speech_and_is_still_in_silence(client, server, npc_speech):
     samples, _ = npc_speech
     box = mouth_box(server)
@@ -197,6 +199,8 @@ def test_mouth_moves_with_speech_and_is_still_in_silence(client, server, npc_spe
     assert started and abs(started[0].pts_us / 1e6 - 1.5) < 0.25
 
 
+# real time (speech fed at its own pace): a VM that loses its CPU for seconds skips frames
+@pytest.mark.flaky(reruns=2, reruns_delay=2)
 def test_interrupt_closes_the_mouth_and_returns_to_listening(client, server, npc_speech):
     samples, _ = npc_speech
     box = mouth_box(server)
