@@ -414,3 +414,98 @@ def test_a_worker_whose_main_loop_hangs_is_killed_and_replaced(cache_dir, capfd,
         rt.close_session(again)
     finally:
         rt.close()
+
+
+
+class _StoppedThreads:
+    """Threads of another process stopped on their own, with ptrace (PTRACE_SEIZE + PTRACE_INTERRUPT):
+    SIGSTOP would stop the whole process. A thread stopped while it waits for work holds no GIL, so the
+    rest of the process goes on, as it does when one thread is stuck in a native call."""
+
+    SEIZE, INTERRUPT, DETACH, WALL = 0x4206, 0x4207, 17, 0x40000000
+
+    def __init__(self, tids: list[int]):
+        import ctypes
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        self.tids, self.gone = [], set()
+        for tid in tids:
+            if self.libc.ptrace(self.SEIZE, tid, None, None) != 0:
+                self.release()
+                pytest.skip(f"ptrace is not permitted here (errno {ctypes.get_errno()})")
+            self.tids.append(tid)
+            assert self.libc.ptrace(self.INTERRUPT, tid, None, None) == 0
+
+    def reap(self) -> None:
+        """Collect the exit of traced threads that died (their process was killed): until their tracer
+        has, the process they belonged to cannot be reaped."""
+        for tid in self.tids:
+            if tid in self.gone:
+                continue
+            try:
+                pid, status = os.waitpid(tid, os.WNOHANG | self.WALL)
+            except ChildProcessError:
+                self.gone.add(tid)
+                continue
+            if pid and (os.WIFEXITED(status) or os.WIFSIGNALED(status)):
+                self.gone.add(tid)
+
+    def release(self) -> None:
+        for tid in self.tids:
+            if tid not in self.gone:
+                self.libc.ptrace(self.DETACH, tid, None, None)
+
+
+def _thread_ids(pid: int, prefix: str) -> list[int]:
+    """The kernel ids of a process's threads whose name (/proc/PID/task/TID/comm) starts with `prefix`."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip().startswith(prefix):
+                out.append(int(tid))
+    return out
+
+
+def test_a_worker_whose_frame_thread_hangs_is_killed_and_replaced(cache_dir, caplog):
+    """A worker whose frame threads are stuck (its main loop still answers) is told apart from one
+    waiting on a stuck render service by the check's answer, and killed: its session ends with a reason
+    that says so, and a new worker serves."""
+    from lpm_npc.runtime.runtime import Runtime
+    from lpm_npc.runtime.workers import WorkerExitedError
+
+    rt = Runtime(ServerConfig(cache_dir=cache_dir, worker_processes=1, admission=False, worker_hang_s=1.0))
+    stopped = None
+    try:
+        rt.store.ensure_default()
+        rt.pool.wait_ready()
+        s = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=1)
+        s.render_next(timeout=60)
+        worker = rt.pool.workers[0]
+        tids = _thread_ids(worker.pid, "frames-")   # the scheduler names its threads for this
+        assert tids, "the worker's frame threads carry no kernel name"
+        time.sleep(0.3)   # no frame asked: they wait for work (holding no GIL) when they are stopped
+        stopped = _StoppedThreads(tids)
+        request = s._render_future()
+        deadline = time.monotonic() + 60
+        while worker.alive and time.monotonic() < deadline:
+            stopped.reap()
+            time.sleep(0.05)
+        with pytest.raises(WorkerExitedError, match="hung"):
+            request.result(60)
+        assert "frame thread is stuck" in worker.hung_why, worker.hung_why
+        assert "worker 0 is hung: a frame request has waited" in caplog.text
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (rt.pool.workers[0] is not worker
+                                                   and rt.pool.workers[0].ready.is_set()):
+            stopped.reap()
+            time.sleep(0.1)
+        assert rt.pool.pids() and worker.pid not in rt.pool.pids()
+        again = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=1)
+        assert again.render_next(timeout=60).index == 0
+        rt.close_session(again)
+    finally:
+        if stopped is not None:
+            stopped.reap()
+            stopped.release()
+        rt.close()

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import LpmError
+from .process_name import name_this_thread
 from .session import FrameWork, PerformSession, RenderedFrame
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ class FrameScheduler:
 
     # -- workers ----------------------------------------------------------------------------------
     def _run(self) -> None:
+        name_this_thread(threading.current_thread().name)   # frames-N: in `top -H` and py-spy
         while True:
             with self._cond:
                 self._idle += 1
