@@ -138,6 +138,23 @@ def _process_name(pid: int) -> str:
         return ""
 
 
+def split_server_cpu(used: dict[int, float], names: dict[int, str], main_pid: int) -> tuple[dict, dict, dict]:
+    """CPU seconds per process of the server's tree, split into (front processes, worker processes, render
+    service), by the names the server gives them. The render service is kept apart from the workers: one
+    process renders every NPC's frames, so its cores (near 1: its Python holds one core) say whether it,
+    rather than the GPU, limits a big GPU sweep."""
+    fronts, workers, render = {}, {}, {}
+    for pid, cpu in used.items():
+        name = names.get(pid, "")
+        if pid == main_pid or name.startswith("lpm-npc-front"):
+            fronts[pid] = cpu
+        elif name == "lpm-npc-render":
+            render[pid] = cpu
+        else:   # lpm-npc-worker, and helpers such as multiprocessing's resource tracker
+            workers[pid] = cpu
+    return fronts, workers, render
+
+
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of `pid` and its descendants together, in MB."""
     total = 0.0
@@ -326,13 +343,14 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
     cores = sum(c - cpu0.get(p, 0.0) for p, c in cpu1.items()) / max(1e-6, w1 - w0)
     # where the machine's CPU goes, per frame delivered: the server process (gRPC, pacing), its
     # worker processes (audio, motion, render, encode) and this benchmark's own client
-    main_pid = sidecar.proc.pid
-    front_pids = {main_pid} | {p for p, name in names.items() if name.startswith("lpm-npc-front")}
     frames_in_window = max(1e-6, sum(r["fps"] for r in results) * (w1 - w0))
-    per_front = {p: cpu1[p] - cpu0.get(p, 0.0) for p in front_pids if p in cpu1}
+    per_front, per_worker, per_render = split_server_cpu(
+        {p: c - cpu0.get(p, 0.0) for p, c in cpu1.items()}, names, sidecar.proc.pid)
+    render_pids = set(per_render)
     cpu_split = {
         "server_process": sum(per_front.values()),   # all front processes together (one by default)
-        "workers": sum(c - cpu0.get(p, 0.0) for p, c in cpu1.items() if p not in front_pids),
+        "workers": sum(per_worker.values()),
+        "render_service": sum(per_render.values()),
         "client": me1 - me0,
     }
     cpu_ms_per_frame = {k: round(v / frames_in_window * 1000.0, 3) for k, v in cpu_split.items()}
@@ -350,6 +368,9 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         # the busiest server (front) process's cores: one process's limit is one core
         "front_process_cores_max": round(max(per_front.values(), default=0.0) / max(1e-6, w1 - w0), 3),
         "front_processes": len(per_front),
+        "worker_process_cores_max": round(max(per_worker.values(), default=0.0) / max(1e-6, w1 - w0), 3),
+        "render_service_cores": (round(cpu_split["render_service"] / max(1e-6, w1 - w0), 3)
+                                 if render_pids else None),
         "cpu_ms_per_frame": cpu_ms_per_frame,
         "latency_ms_p50": round(float(np.median(p50)), 1) if p50 else None,
         "latency_ms_p95": round(float(np.median(p95)), 1) if p95 else None,
@@ -461,8 +482,14 @@ def run_scaling(sizes: list[int], session_counts: list[int], seconds: float, fps
                       + f"| ms/frame audio {st['audio']:.2f} motion {st['motion']:.2f} render {st['render']:.2f} "
                       f"encode {st['encode']:.2f} transport {st['transport']:.2f}"
                       f" | cpu ms/frame server {rt['cpu_ms_per_frame']['server_process']:.2f} "
-                      f"workers {rt['cpu_ms_per_frame']['workers']:.2f} client {rt['cpu_ms_per_frame']['client']:.2f}"
+                      f"workers {rt['cpu_ms_per_frame']['workers']:.2f} "
+                      + (f"render service {rt['cpu_ms_per_frame']['render_service']:.2f} "
+                         if rt["render_service_cores"] is not None else "")
+                      + f"client {rt['cpu_ms_per_frame']['client']:.2f}"
                       f" | busiest server process {rt['front_process_cores_max']:.2f} cores"
+                      f", worker {rt['worker_process_cores_max']:.2f}"
+                      + (f", render service {rt['render_service_cores']:.2f}"
+                         if rt["render_service_cores"] is not None else "")
                       + (f" | {rt['share_of_bare'] * 100:.0f}% of bare" if rt["share_of_bare"] else ""),
                       flush=True)
     finally:
@@ -504,12 +531,17 @@ def add_marginal_memory(rows: list[dict]) -> None:
 
 def print_scaling_table(report: dict) -> None:
     print("\n| size | NPCs | frames/s (target) | p50 / p95 / p99 latency ms | mean batch | server cores | "
-          "CPU ms/frame: server / workers / bench client | MB per added session host (GPU) | share of bare renderer |")
+          "CPU ms/frame: server / workers (+ render service) / bench client | MB per added session host (GPU) | "
+          "share of bare renderer |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in report["rows"]:
         share = f"{r['share_of_bare'] * 100:.0f}%" if r.get("share_of_bare") else "-"
         cm = r.get("cpu_ms_per_frame") or {}
-        split = " / ".join(f"{cm[k]:.2f}" for k in ("server_process", "workers", "client")) if cm else "-"
+        split = "-"
+        if cm:
+            workers = f"{cm['workers']:.2f}" + (f" (+ {cm['render_service']:.2f})" if r.get("render_service_cores")
+                                                 is not None else "")
+            split = f"{cm['server_process']:.2f} / {workers} / {cm['client']:.2f}"
         print(f"| {r['size']} | {r['sessions']} | {r['aggregate_fps']} ({r['target_fps']}) | "
               f"{r['latency_ms_p50']} / {r['latency_ms_p95']} / {r['latency_ms_p99']} | {r['render_batch_mean']} | "
               f"{r['server_cpu_cores']} | {split} | {r.get('rss_mb_per_added_session', r['rss_mb_per_session'])}"
@@ -595,8 +627,12 @@ def run_bench(size: int = 512, seconds: float = 20.0, sessions: int = 1, fps: in
           f"(batch of {rt['render_batch_mean']}), encode {st['encode']}, transport {st['transport']}")
     cm = rt["cpu_ms_per_frame"]
     print(f"  CPU ms per frame    server process{'es' if fronts > 1 else ''} {cm['server_process']}, "
-          f"workers {cm['workers']}, benchmark client {cm['client']} (busiest server process: "
-          f"{rt['front_process_cores_max']:.2f} cores)")
+          f"workers {cm['workers']}, "
+          + (f"render service {cm['render_service']}, " if rt["render_service_cores"] is not None else "")
+          + f"benchmark client {cm['client']} (busiest server process: {rt['front_process_cores_max']:.2f} "
+          f"cores, busiest worker {rt['worker_process_cores_max']:.2f}"
+          + (f", render service {rt['render_service_cores']:.2f}" if rt["render_service_cores"] is not None else "")
+          + ")")
     print(f"  server memory       {rt['server_rss_mb_idle']} MB idle, {rt['server_rss_mb_peak']} MB peak, "
           f"{rt['rss_mb_per_session']} MB per session")
     if rt["gpu_mb_per_session"] is not None:

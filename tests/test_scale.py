@@ -448,6 +448,18 @@ def test_gpu_memory_of_the_server_tree_from_nvidia_smi(tmp_path, monkeypatch):
     assert bench.tree_gpu_mb(os.getpid()) == 320.0   # PIDs from another namespace: the whole GPU
 
 
+def test_the_benchmark_keeps_the_render_service_cpu_apart_from_the_workers():
+    from lpm_npc import bench
+
+    used = {10: 3.0, 11: 2.0, 12: 1.5, 13: 1.0, 14: 0.5, 15: 0.1}
+    names = {10: "lpm-npc", 11: "lpm-npc-front1", 12: "lpm-npc-worker", 13: "lpm-npc-worker",
+             14: "lpm-npc-render", 15: "python"}
+    fronts, workers, render = bench.split_server_cpu(used, names, main_pid=10)
+    assert fronts == {10: 3.0, 11: 2.0}
+    assert workers == {12: 1.5, 13: 1.0, 15: 0.1}
+    assert render == {14: 0.5}
+
+
 def test_the_benchmark_prints_the_latency_bar_that_applies():
     from lpm_npc.bench import _latency_bar
 
