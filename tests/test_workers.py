@@ -369,6 +369,19 @@ def test_calibration_uses_the_workers_that_answer():
         pool.calibrate()
 
 
+def _a_new_worker_serves(rt, worker, meanwhile=lambda: None) -> None:
+    """The pool replaced the hung `worker` (within 2 minutes) and the new one renders a session."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (rt.pool.workers[0] is not worker
+                                               and rt.pool.workers[0].ready.is_set()):
+        meanwhile()
+        time.sleep(0.1)
+    assert rt.pool.pids() and worker.pid not in rt.pool.pids()
+    again = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=1)
+    assert again.render_next(timeout=60).index == 0
+    rt.close_session(again)
+
+
 def test_a_worker_whose_main_loop_hangs_is_killed_and_replaced(cache_dir, capfd, caplog):
     """A worker stuck reading half a message answers neither its frame request nor the hang check:
     after `worker_hang_s` its stacks are written to the log (where it hung) and it is killed, its session
@@ -404,14 +417,7 @@ def test_a_worker_whose_main_loop_hangs_is_killed_and_replaced(cache_dir, capfd,
         err = capfd.readouterr().err   # the worker's own stderr
         # the stack of its main thread, stuck reading the rest of the message
         assert "(most recent call first)" in err and "in recv_bytes" in err and "in run" in err
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (rt.pool.workers[0] is not worker
-                                                   and rt.pool.workers[0].ready.is_set()):
-            time.sleep(0.1)
-        assert rt.pool.pids() and worker.pid not in rt.pool.pids()
-        again = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=1)
-        assert again.render_next(timeout=60).index == 0
-        rt.close_session(again)
+        _a_new_worker_serves(rt, worker)
     finally:
         rt.close()
 
@@ -495,15 +501,7 @@ def test_a_worker_whose_frame_thread_hangs_is_killed_and_replaced(cache_dir, cap
             request.result(60)
         assert "frame thread is stuck" in worker.hung_why, worker.hung_why
         assert "worker 0 is hung: a frame request has waited" in caplog.text
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (rt.pool.workers[0] is not worker
-                                                   and rt.pool.workers[0].ready.is_set()):
-            stopped.reap()
-            time.sleep(0.1)
-        assert rt.pool.pids() and worker.pid not in rt.pool.pids()
-        again = rt.open_session(SessionOptions(output=OutputOptions(width=64, height=64)), seed=1)
-        assert again.render_next(timeout=60).index == 0
-        rt.close_session(again)
+        _a_new_worker_serves(rt, worker, stopped.reap)
     finally:
         if stopped is not None:
             stopped.reap()
