@@ -340,13 +340,13 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
     finally:
         if own:
             sidecar.stop()
-    cores = sum(c - cpu0.get(p, 0.0) for p, c in cpu1.items()) / max(1e-6, w1 - w0)
+    window = max(1e-6, w1 - w0)
+    cores = sum(c - cpu0.get(p, 0.0) for p, c in cpu1.items()) / window
     # where the machine's CPU goes, per frame delivered: the server process (gRPC, pacing), its
     # worker processes (audio, motion, render, encode) and this benchmark's own client
-    frames_in_window = max(1e-6, sum(r["fps"] for r in results) * (w1 - w0))
+    frames_in_window = max(1e-6, sum(r["fps"] for r in results) * window)
     per_front, per_worker, per_render = split_server_cpu(
         {p: c - cpu0.get(p, 0.0) for p, c in cpu1.items()}, names, sidecar.proc.pid)
-    render_pids = set(per_render)
     cpu_split = {
         "server_process": sum(per_front.values()),   # all front processes together (one by default)
         "workers": sum(per_worker.values()),
@@ -366,11 +366,10 @@ def bench_realtime(size: int, seconds: float, sessions: int, speech: np.ndarray,
         "frames_dropped": sum(r["dropped"] for r in results),
         "server_cpu_cores": round(cores, 3),
         # the busiest server (front) process's cores: one process's limit is one core
-        "front_process_cores_max": round(max(per_front.values(), default=0.0) / max(1e-6, w1 - w0), 3),
+        "front_process_cores_max": round(max(per_front.values(), default=0.0) / window, 3),
         "front_processes": len(per_front),
-        "worker_process_cores_max": round(max(per_worker.values(), default=0.0) / max(1e-6, w1 - w0), 3),
-        "render_service_cores": (round(cpu_split["render_service"] / max(1e-6, w1 - w0), 3)
-                                 if render_pids else None),
+        "worker_process_cores_max": round(max(per_worker.values(), default=0.0) / window, 3),
+        "render_service_cores": round(cpu_split["render_service"] / window, 3) if per_render else None,
         "cpu_ms_per_frame": cpu_ms_per_frame,
         "latency_ms_p50": round(float(np.median(p50)), 1) if p50 else None,
         "latency_ms_p95": round(float(np.median(p95)), 1) if p95 else None,

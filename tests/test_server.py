@@ -611,7 +611,6 @@ def test_server_stop_ends_a_live_stream_without_a_render_error(cache_dir, caplog
     assert not errors, errors
 
 
-
 def test_a_stalled_event_loop_is_logged_with_the_stack_that_holds_it(cache_dir, caplog):
     """A server process's event loop that stops running (here: a coroutine that blocks it) is logged
     once, with every thread's stack, so the log shows where it is stuck; and again when it runs."""

@@ -21,7 +21,7 @@ sweep() {   # name, extra bench arguments...
   echo "exit $?"
   # the table and the lines that say where the time went
   grep -E "NPCs|received fps|latency|CPU ms per frame|busiest|share of bare|render service stopped|failed to start|is hung|Traceback|Error" \
-    "$out/h100_$name.log" | cut -c1-240 | tail -40
+    "$out/h100_$name.log" | cut -c1-420 | tail -40
 }
 
 case $phase in

@@ -10,8 +10,9 @@ Front 0 picks the port, starts the render service (when there is one) and the ot
 "listening" once every front is warmed up and bound. It starts a front that dies again (its streams
 fail; their clients reconnect, to any front, and resume) at most `MAX_RESTARTS` times in
 `RESTART_WINDOW_S`, and kills and starts again a front whose event loop stopped beating for
-`ServerConfig.front_hang_s` (a hung front would hold its streams' NPCs frozen). On SIGINT/SIGTERM every front drains its own streams at once. A front whose parent
-is gone (front 0 killed) drains and stops too: its pipe to the parent reads EOF.
+`ServerConfig.front_hang_s` (a hung front would hold its streams' NPCs frozen). On SIGINT/SIGTERM
+every front drains its own streams at once. A front whose parent is gone (front 0 killed) drains and
+stops too: its pipe to the parent reads EOF.
 """
 
 from __future__ import annotations
