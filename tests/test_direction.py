@@ -134,6 +134,37 @@ def test_singleton_is_thread_safe():
     assert len(out) == 3 and all(x is get_interpreter() for x in out) and get_interpreter().ready()
 
 
+def test_the_encoder_gives_sentence_transformers_embeddings():
+    """The direction model runs in plain torch (performance/minilm.py); sentence-transformers, which the
+    model's wheel depends on, is the reference it must agree with."""
+    st = pytest.importorskip("sentence_transformers")
+    from lpm_npc.performance.direction import model_dir
+    from lpm_npc.performance.minilm import MiniLMEncoder
+
+    texts = ["nods slowly", "looks away, nervous", "", "Smile at the player, then frown!",
+             "Café naïve 日本語", "very " * 300 + "long"]   # empty, accents, CJK, past the 256-token limit
+    ours = MiniLMEncoder(model_dir()).encode(texts, batch_size=4)  # two batches, padded differently
+    ref = st.SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True).encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    assert ours.shape == ref.shape == (len(texts), 384) and ours.dtype == np.float32
+    assert np.abs(ours - ref).max() < 1e-5
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_loading_the_direction_model_imports_no_transformers_stack():
+    """sentence-transformers pulls in transformers and scikit-learn: seconds (45 s on a cold disk) and
+    about 200 MB in every server process before it says SERVING."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lpm_npc.performance.direction import warm_up, encode; warm_up(); "
+            "assert encode(['nods']).shape == (1, 384); "
+            "print(sorted(m for m in ('sentence_transformers', 'transformers', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 # ---------------------------------------------------------------------- in the performance model
 def _run(direction: str | None, t0: float = 0.5, seconds: float = 4.0, transition_s: float = 0.3,
          seed: int = 3) -> tuple[np.ndarray, np.ndarray, PerformanceModel, list]:

