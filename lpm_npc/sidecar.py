@@ -23,7 +23,9 @@ def free_port() -> int:
 
 
 class Sidecar:
-    def __init__(self, port: int | None = None, cache_dir: Path | None = None, extra_args: list[str] | None = None):
+    def __init__(self, port: int | None = None, cache_dir: Path | None = None, extra_args: list[str] | None = None,
+                 **popen):
+        """`popen`: more `subprocess.Popen` arguments (`stderr=`, `start_new_session=`)."""
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "lpm_npc", "serve", "--port", str(self.port)]
@@ -31,7 +33,7 @@ class Sidecar:
             cmd += ["--cache-dir", str(cache_dir)]
         cmd += extra_args or []
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(cmd, env=env)
+        self.proc = subprocess.Popen(cmd, env=env, **popen)
 
     def wait_ready(self, timeout: float = 120.0) -> NpcClient:
         deadline = time.monotonic() + timeout

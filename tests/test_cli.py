@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -100,6 +101,48 @@ def test_serve_stops_cleanly_on_sigterm(cache_dir):
     assert code == 0
     assert pb.Event.TYPE_SERVER_DRAINING in kinds
     assert elapsed < 5.0 + 5.0  # the drain budget plus start-up slack
+
+
+def test_serve_with_workers_drains_when_its_whole_process_group_gets_sigterm(cache_dir, tmp_path):
+    """systemd (KillMode=control-group), `timeout` and a terminal's Ctrl-C signal every process of the
+    group at once, the worker processes and the render service included. They must leave the stopping
+    to the server: before, they died at once, the drain's sessions lost their renderer, and the server
+    started new workers and a new render service on its way out."""
+    from lpm_npc.sidecar import Sidecar
+    from lpm_npc.v1 import lpm_npc_pb2 as pb
+
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        sidecar = Sidecar(cache_dir=cache_dir, extra_args=["--workers", "2", "--render-service", "on"],
+                          stderr=log_file, start_new_session=True)
+        try:
+            client = sidecar.wait_ready(timeout=180)
+            stream = client.perform(width=64, fps=30)
+            msgs = iter(stream)
+            assert next(msgs).WhichOneof("msg") == "started"
+            for _ in range(5):
+                next(msgs)
+            os.killpg(sidecar.proc.pid, signal.SIGTERM)
+            kinds, errors = [], []
+            try:
+                for msg in msgs:
+                    if msg.WhichOneof("msg") == "event":
+                        kinds.append(msg.event.type)
+                    elif msg.WhichOneof("msg") == "error":
+                        errors.append(msg.error.message)
+            except Exception:
+                pass
+            code = sidecar.proc.wait(60)
+            client.close()
+        finally:
+            sidecar.stop()
+    log = log_path.read_text(errors="replace")
+    assert code == 0, log[-3000:]
+    assert pb.Event.TYPE_SERVER_DRAINING in kinds
+    assert not errors, errors
+    for wrong in ("starting a replacement", "starting it again", "killed by SIGTERM", "did not stop"):
+        assert wrong not in log, log[-3000:]
+    assert "render service stopped after" in log   # it was stopped by the server, in order
 
 
 def test_serve_refuses_a_busy_port(cache_dir):

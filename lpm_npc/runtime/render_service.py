@@ -35,7 +35,6 @@ import os
 import pickle
 import queue
 import secrets
-import signal
 import socket
 import tempfile
 import threading
@@ -49,6 +48,7 @@ import numpy as np
 from ..config import ServerConfig
 from ..errors import LpmError
 from ..render.renderer import RenderRequest
+from .child_signals import leave_stopping_to_the_server
 from .stacks import dump_stacks_on_signal, kill_with_stacks
 
 log = logging.getLogger(__name__)
@@ -451,10 +451,7 @@ def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Co
 
     name_this_process("lpm-npc-render")
     dump_stacks_on_signal()
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server stops us after its workers
-    except (ValueError, OSError):  # pragma: no cover
-        pass
+    leave_stopping_to_the_server()   # the server stops us after its workers
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s render-service %(name)s: %(message)s")
     import cv2
     import torch
@@ -586,8 +583,8 @@ class RenderServiceProcess:
             self.proc.join(min(0.05, max(0.0, deadline - time.monotonic())))
         self._watcher.join(timeout=1.0)
         if self.proc.is_alive():
-            log.warning("the render service did not stop in %.1f s; terminating it", timeout)
-            self.proc.terminate()
+            log.warning("the render service did not stop in %.1f s; killing it", timeout)
+            self.proc.kill()   # it ignores SIGTERM (child_signals.py)
             self.proc.join(2.0)
         self._dir.cleanup()
 

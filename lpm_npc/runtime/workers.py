@@ -50,6 +50,7 @@ from .capacity import FrameCost, combine_costs
 from .clock import FrameClock
 from .frame_ring import MIN_RING_PAYLOAD, FrameRing, RingRef
 from .render_service import RenderServiceProcess, use_render_service
+from .child_signals import leave_stopping_to_the_server
 from .stacks import dump_stacks_on_signal, kill_with_stacks
 
 log = logging.getLogger(__name__)
@@ -136,10 +137,7 @@ def _worker_main(conn, config: ServerConfig, slot: int, log_level: int, ring: tu
 
     name_this_process("lpm-npc-worker")
     dump_stacks_on_signal()
-    try:  # Ctrl-C reaches the whole process group: the server drains and then stops us
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except (ValueError, OSError):  # pragma: no cover
-        pass
+    leave_stopping_to_the_server()   # a group's Ctrl-C / SIGTERM: the server drains, then stops us
     logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s worker-{slot} %(name)s: %(message)s")
     import cv2
     import torch
@@ -662,12 +660,9 @@ class WorkerHandle:
         while self.proc.is_alive() and time.monotonic() < deadline:
             self.proc.join(min(0.05, max(0.0, deadline - time.monotonic())))
         if self.proc.is_alive():
-            log.warning("worker %d did not stop in %.1f s; terminating it", self.slot, timeout)
-            self.proc.terminate()
+            log.warning("worker %d did not stop in %.1f s; killing it", self.slot, timeout)
+            self.proc.kill()   # it ignores SIGTERM (child_signals.py)
             self.proc.join(2.0)
-            if self.proc.is_alive():
-                self.proc.kill()
-                self.proc.join(2.0)
         self._reader.join(timeout=5.0)
         try:
             self.conn.close()
