@@ -66,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
                           admission=not args.no_admission, worker_processes=workers, front_processes=fronts,
                           render_service=args.render_service, service_hang_s=args.hang_timeout,
                           worker_hang_s=args.hang_timeout, front_hang_s=2 * args.hang_timeout,
-                          loop_stall_s=args.hang_timeout,
+                          loop_stall_s=args.hang_timeout, idle_rig_cache_mb=args.rig_cache_mb,
                           frame_cost_fixed_ms=args.frame_cost[0] if args.frame_cost else 0.0,
                           frame_cost_per_mpx_ms=args.frame_cost[1] if args.frame_cost else 0.0)
     try:
@@ -153,9 +153,21 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _soak(args: argparse.Namespace) -> int:
+    if args.served:
+        from .soak_served import ServedSoakOptions, run_served_soak
+        from .types import PixelFormat
+
+        lo, _, hi = args.session_seconds.partition(",")
+        opts = ServedSoakOptions(
+            sessions=args.sessions, minutes=args.minutes, size=args.size or 64, workers=args.workers,
+            render_service=args.render_service, fronts=args.fronts, rig_cache_mb=args.rig_cache_mb,
+            session_s=(float(lo), float(hi or lo)), register_every=args.register_every,
+            sample_s=args.sample_seconds, pixel_format=PixelFormat(args.pixel_format))
+        report = run_served_soak(opts, json_path=Path(args.json) if args.json else None)
+        return 0 if not report["errors"] and report["server_alive_at_end"] and not report["processes_gone"] else 1
     from .soak import run_soak
 
-    run_soak(minutes=args.minutes, size=args.size)
+    run_soak(minutes=args.minutes, size=args.size or 96)
     return 0
 
 
@@ -210,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 30)")
     s.add_argument("--frame-cost", type=float, nargs=2, metavar=("FIXED_MS", "MS_PER_MPX"), default=None,
                    help="cost of one frame for admission control instead of measuring it at start-up")
+    s.add_argument("--rig-cache-mb", type=float, default=256.0, metavar="MB",
+                   help="prepared characters no session uses are kept up to this many MB per process (the "
+                        "render service's on its device), least recently used first; each takes ~35 MB and "
+                        "~30 ms to prepare again (default 256)")
     s.set_defaults(func=_serve)
 
     d = sub.add_parser("demo", help="start the sidecar and play a scripted conversation through it")
@@ -261,9 +277,27 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None)
     b.set_defaults(func=_bench)
 
-    k = sub.add_parser("soak", help="simulate a long session faster than real time; print memory per minute")
+    k = sub.add_parser("soak", help="simulate a long session faster than real time; print memory per minute "
+                                    "(--served: many NPC sessions coming and going on a real server, in real time)")
     k.add_argument("--minutes", type=float, default=10.0)
-    k.add_argument("--size", type=int, default=96)
+    k.add_argument("--size", type=int, default=0, help="frame side (default 96; 64 with --served)")
+    k.add_argument("--served", action="store_true",
+                   help="start lpm-npc serve and keep --sessions NPCs busy over gRPC: sessions open, talk, change "
+                        "emotion, direction, size and pause, and end (half-close, cancel, dropped connection); "
+                        "prints each server process's memory, fds and threads by role, and their growth")
+    k.add_argument("--sessions", type=int, default=4, help="--served: NPC sessions at once")
+    k.add_argument("--session-seconds", default="20,90", help="--served: each session lasts MIN,MAX seconds")
+    k.add_argument("--register-every", type=int, default=5,
+                   help="--served: every Nth session registers a character from a real portrait and deletes "
+                        "it after (0: never)")
+    k.add_argument("--sample-seconds", type=float, default=60.0, help="--served: seconds between samples")
+    k.add_argument("--workers", type=int, default=2, help="--served: lpm-npc serve --workers")
+    k.add_argument("--render-service", default="on", choices=["auto", "on", "off"],
+                   help="--served: lpm-npc serve --render-service")
+    k.add_argument("--fronts", type=int, default=1, help="--served: lpm-npc serve --fronts")
+    k.add_argument("--rig-cache-mb", type=float, default=None, help="--served: lpm-npc serve --rig-cache-mb")
+    k.add_argument("--pixel-format", default="jpeg", choices=["rgba8", "bgra8", "jpeg"])
+    k.add_argument("--json", default=None, help="--served: write the report and every sample here")
     k.set_defaults(func=_soak)
 
     t = sub.add_parser("talk", help="talk to an NPC from the desktop: mic in, typed lines and tags, live window")

@@ -165,6 +165,10 @@ class ServerConfig:
     # on the 2-core VM (JPEG, 96-128 px, 8-16 NPCs) and 0.60 ms on the H100 machine's host (JPEG 512 px,
     # 64 NPCs: it sent 1368 frames/s at most); 0 = no such limit.
     front_cost_ms: float = 0.7
+    # Prepared (renderer-ready) characters no live session uses are kept, least recently used first, up
+    # to this many MB per process (the render service's on its device), then let go: one takes about
+    # 35 MB and 30 ms to prepare again (runtime/rig_cache.py). Those of live sessions are always kept.
+    idle_rig_cache_mb: float = 256.0
     utilisation: float = 0.85       # share of the frame makers' time the server may commit
     coalesce_ms: float = 2.0        # a tick's batch waits this long for the rest of its requests
     # the render service waits at most this long for the other workers' requests of a tick (each

@@ -291,8 +291,9 @@ def test_one_stream_with_two_frames_in_flight_is_not_batched_with_itself(cache_d
 
 
 def test_a_character_the_service_let_go_is_prepared_again_on_its_next_frame(cache_dir):
-    """The service keeps the last `max_rigs` characters; a worker whose character was let go gets its frame
-    anyway (it prepares the character again and repeats the request), not an error."""
+    """The service lets go of idle characters beyond its budget (here: none kept idle, and a character is
+    idle as soon as its frame is rendered); a worker whose character was let go gets its frame anyway (it
+    prepares the character again and repeats the request), not an error."""
     import dataclasses
 
     from lpm_npc.character.store import CharacterStore
@@ -303,7 +304,8 @@ def test_a_character_the_service_let_go_is_prepared_again_on_its_next_frame(cach
     rig_a = store.get("default")
     store.close()
     rig_b = dataclasses.replace(rig_a, face_score=rig_a.face_score * 0.5)   # another character to the service
-    service = RenderServiceProcess(ServerConfig(cache_dir=cache_dir, render_threads=1), max_rigs=1)
+    service = RenderServiceProcess(ServerConfig(cache_dir=cache_dir, render_threads=1, idle_rig_cache_mb=0),
+                                   rig_in_use_s=0.0)
     client = None
     try:
         client = RemoteRenderer(*service.endpoint, timeout=120.0)

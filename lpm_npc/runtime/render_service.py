@@ -40,7 +40,6 @@ import tempfile
 import threading
 import time
 from multiprocessing.connection import Client, Connection, Listener, wait
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ from ..config import ServerConfig
 from ..errors import LpmError
 from ..render.renderer import RenderRequest
 from .child_signals import leave_stopping_to_the_server
+from .rig_cache import PreparedRigs
 from .stacks import dump_stacks_on_signal, kill_with_stacks
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 180.0   # a worker waits this long for the service (it warms up the GPU first)
 MAX_RESTARTS = 5            # a service that died is started again at most this often ...
 RESTART_WINDOW_S = 600.0    # ... within this many seconds; past that its sessions fail (a crash loop)
-MAX_RIGS = 128              # prepared rigs kept on the device (the least recently rendered go first)
+RIG_IN_USE_S = 10.0         # a character rendered this recently is in use: never let go (rig_cache.py)
 ACTIVE_S = 0.5              # a worker that sent a render request this recently is waited for
 
 
@@ -70,7 +70,7 @@ class ServiceRestartedError(RenderServiceError):
 
 
 class UnknownRigError(RenderServiceError):
-    """A request named characters the service no longer holds (it keeps the MAX_RIGS last used): the
+    """A request named characters the service no longer holds (it lets go of idle ones: rig_cache.py): the
     worker prepares them again and repeats the request."""
 
     def __init__(self, keys):
@@ -220,19 +220,21 @@ class RemoteRenderer:
 # the service process
 # ------------------------------------------------------------------------------------------------
 class _Service:
-    def __init__(self, config: ServerConfig, listener: Listener, parent: Connection, max_rigs: int = MAX_RIGS):
+    def __init__(self, config: ServerConfig, listener: Listener, parent: Connection,
+                 rig_in_use_s: float = RIG_IN_USE_S):
         from ..render.backends import make_renderer
 
         self.config = config
         self.listener = listener
         self.parent = parent
         self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
-        self.prepared: OrderedDict[str, object] = OrderedDict()   # by key, least recently rendered first
+        self.prepared = PreparedRigs(config.idle_rig_cache_mb)   # by key
+        self._rendered_at: dict[str, float] = {}                 # key -> when a frame of it was last rendered
+        self.rig_in_use_s = float(rig_in_use_s)
         self.conns: list[Connection] = []
         self._new: list[Connection] = []
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
-        self.max_rigs = max(1, int(max_rigs))
         self.wait_s = config.service_coalesce_ms / 1000.0
         self.threads = max(1, int(config.render_threads))
         self._idle = self.threads
@@ -377,20 +379,29 @@ class _Service:
                     result = (self.batches, self.frames)
             elif op == "prepare":
                 key = msg[1]
-                with self._lock:
-                    known = key in self.prepared
-                if not known:
-                    prepared = self.renderer.prepare(pickle.loads(msg[2]))
-                    with self._lock:
-                        self.prepared[key] = prepared
-                        while len(self.prepared) > self.max_rigs:
-                            self.prepared.popitem(last=False)
+                if key not in self.prepared:
+                    self.prepared.put(key, self.renderer.prepare(pickle.loads(msg[2])))
+                    self._let_go_of_idle_rigs(keep=key)
                 result = key
             else:
                 raise ValueError(f"unknown render service op {op!r}")
             self._reply(conn, True, result)
         except Exception as exc:  # noqa: BLE001 - goes back to that worker
             self._reply(conn, False, exc)
+
+    def _let_go_of_idle_rigs(self, keep: str) -> None:
+        """Idle rigs beyond the budget go; those rendered in the last `rig_in_use_s` (and `keep`, just
+        prepared for a session about to start) stay. A worker whose rig went prepares it again."""
+        now = time.monotonic()
+        with self._lock:
+            in_use = {k for k, t in self._rendered_at.items() if now - t < self.rig_in_use_s} | {keep}
+        gone = self.prepared.trim(in_use)
+        with self._lock:
+            for key in gone:
+                self._rendered_at.pop(key, None)
+        if gone:
+            log.debug("render service let go of %d idle characters (%d held, %.0f MB)", len(gone),
+                      len(self.prepared), self.prepared.total_bytes / 2**20)
 
     def _drop(self, conn: Connection) -> None:
         """A worker's connection closed (the worker stopped or was replaced)."""
@@ -411,15 +422,17 @@ class _Service:
         for conn, items in pending:
             start = len(requests)
             try:
+                rigs = {key: self.prepared.get(key) for key in {item[0] for item in items}}
+                missing = {key for key, prepared in rigs.items() if prepared is None}
+                if missing:
+                    raise UnknownRigError(missing)
+                now = time.monotonic()
                 with self._lock:
-                    missing = {item[0] for item in items if item[0] not in self.prepared}
-                    if missing:
-                        raise UnknownRigError(missing)
-                    for key in {item[0] for item in items}:
-                        self.prepared.move_to_end(key)
-                    for key, motion, w, h, alpha, bgra, flip, jpeg in items:
-                        requests.append(RenderRequest(self.prepared[key], motion, w, h, alpha, bgra=bgra,
-                                                      flip_y=flip, jpeg_quality=jpeg))
+                    for key in rigs:
+                        self._rendered_at[key] = now
+                for key, motion, w, h, alpha, bgra, flip, jpeg in items:
+                    requests.append(RenderRequest(rigs[key], motion, w, h, alpha, bgra=bgra,
+                                                  flip_y=flip, jpeg_quality=jpeg))
             except Exception as exc:  # noqa: BLE001 - that worker's batch only
                 del requests[start:]
                 failed.append((conn, exc))
@@ -446,7 +459,7 @@ class _Service:
 
 
 def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Connection, log_level: int,
-                  max_rigs: int = MAX_RIGS) -> None:
+                  rig_in_use_s: float = RIG_IN_USE_S) -> None:
     from .process_name import name_this_process
 
     name_this_process("lpm-npc-render")
@@ -460,7 +473,7 @@ def _service_main(config: ServerConfig, address: str, authkey: bytes, parent: Co
     cv2.setNumThreads(1)
     listener = Listener(address, family="AF_UNIX", authkey=authkey)
     try:
-        service = _Service(config, listener, parent, max_rigs)
+        service = _Service(config, listener, parent, rig_in_use_s)
         service.warm_up()
         service.run()
         n = max(1, service.batches)
@@ -479,8 +492,8 @@ class RenderServiceProcess:
     """The server's handle on the render service: start it, tell workers where it is, start it again
     if it dies (same address: the workers reconnect and prepare their characters again), stop it."""
 
-    def __init__(self, config: ServerConfig, max_rigs: int = MAX_RIGS):
-        self._config, self._max_rigs = config, max_rigs
+    def __init__(self, config: ServerConfig, rig_in_use_s: float = RIG_IN_USE_S):
+        self._config, self._rig_in_use_s = config, rig_in_use_s
         self._dir = tempfile.TemporaryDirectory(prefix="lpm-npc-render-")
         self.address = str(Path(self._dir.name) / "service.sock")
         self.authkey = secrets.token_bytes(16)
@@ -501,7 +514,7 @@ class RenderServiceProcess:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_service_main, name="lpm-npc-render-service",
                                 args=(self._config, self.address, self.authkey, child,
-                                      logging.getLogger().getEffectiveLevel(), self._max_rigs), daemon=True)
+                                      logging.getLogger().getEffectiveLevel(), self._rig_in_use_s), daemon=True)
         self.proc.start()
         child.close()
         self.pid = self.proc.pid

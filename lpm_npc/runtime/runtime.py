@@ -6,7 +6,6 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections import OrderedDict
 
 from .. import __version__
 from ..audio import feature_kernel
@@ -18,12 +17,12 @@ from ..render.backends import make_renderer
 from .calibration import measure_talking_frame_cost
 from .capacity import Capacity, FrameCost
 from .fronts import DirectoryResumeStore, FrontContext, LoadFigures, MemoryResumeStore
+from .rig_cache import PreparedRigs
 from .scheduler import FrameScheduler
 from .session import PerformSession
 
 log = logging.getLogger(__name__)
 
-MAX_PREPARED = 64
 LOAD_PUBLISH_S = 0.2   # with several fronts: how often a front refreshes its figures in the shared load
 
 # One front's resume store (the name tests and older code use); several fronts share a directory.
@@ -49,7 +48,7 @@ class Runtime:
         self.resume = (DirectoryResumeStore(self.front.resume_dir) if self.front is not None
                        else MemoryResumeStore())
         self._sessions: dict[str, PerformSession] = {}
-        self._prepared: OrderedDict[str, object] = OrderedDict()  # LRU of renderer-ready rigs
+        self._prepared = PreparedRigs(self.config.idle_rig_cache_mb)  # renderer-ready rigs by character id
         self._lock = threading.Lock()
         self._opening_ms_per_s = 0.0  # admitted load of sessions still being opened
         self._opening_fps = 0         # and their frames per second (the server process's load)
@@ -283,6 +282,7 @@ class Runtime:
         elif removed is not None:
             self.resume.put(session.session_id, session.state_dict())
             log.info("session %s closed after %d frames", session.session_id, session.frames_rendered)
+            self._let_go_of_idle_rigs()
 
     @property
     def active_sessions(self) -> int:
@@ -296,25 +296,26 @@ class Runtime:
     # -- characters -----------------------------------------------------------------------------
     def delete_character(self, character_id: str) -> bool:
         deleted = self.store.delete(character_id)
-        with self._lock:
-            self._prepared.pop(character_id, None)
+        self._prepared.discard(character_id)
         return deleted
 
     def list_characters(self) -> list[CharacterInfo]:
         return self.store.list()
 
     def _prepare(self, character_id: str, rig):
-        with self._lock:
-            prepared = self._prepared.get(character_id)
-            if prepared is not None:
-                self._prepared.move_to_end(character_id)
+        prepared = self._prepared.get(character_id)
         if prepared is None:
-            prepared = self.renderer.prepare(rig)
-            with self._lock:
-                self._prepared[character_id] = prepared
-                while len(self._prepared) > MAX_PREPARED:
-                    self._prepared.popitem(last=False)  # live sessions keep their own reference
+            prepared = self._prepared.put(character_id, self.renderer.prepare(rig))
+            self._let_go_of_idle_rigs(keep=character_id)
         return prepared
+
+    def _let_go_of_idle_rigs(self, keep: str | None = None) -> None:
+        """Idle prepared rigs beyond `config.idle_rig_cache_mb` go (rig_cache.py); those of live sessions stay
+        (a session holds its own reference: letting go of it would only make the next session prepare
+        a second copy)."""
+        with self._lock:
+            in_use = {s.options.character_id for s in self._sessions.values()}
+        self._prepared.trim(in_use | ({keep} if keep else set()))
 
     # -- info -----------------------------------------------------------------------------------
     def info(self) -> dict:

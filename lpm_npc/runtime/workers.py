@@ -39,7 +39,6 @@ import pickle
 import signal
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable
@@ -51,6 +50,7 @@ from .clock import FrameClock
 from .frame_ring import MIN_RING_PAYLOAD, FrameRing, RingRef
 from .render_service import RenderServiceProcess, use_render_service
 from .child_signals import leave_stopping_to_the_server
+from .rig_cache import PreparedRigs
 from .stacks import dump_stacks_on_signal, kill_with_stacks
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class _Worker:
                                         on_batch_done=self._send_replies)
         self.sessions: dict = {}
         self.audio_seq: dict[str, int] = {}
-        self._prepared: OrderedDict[str, object] = OrderedDict()
+        self._prepared = PreparedRigs(config.idle_rig_cache_mb)   # by character id
         self.ring: FrameRing | None = None
         if ring is not None:
             try:
@@ -302,9 +302,7 @@ class _Worker:
         rig = self.store.get(options.character_id)
         prepared = self._prepared.get(options.character_id)
         if prepared is None:
-            prepared = self._prepared[options.character_id] = self.renderer.prepare(rig)
-            while len(self._prepared) > 64:
-                self._prepared.popitem(last=False)
+            prepared = self._prepared.put(options.character_id, self.renderer.prepare(rig))
         self.sessions[session_id] = PerformSession(options, rig, prepared, self.renderer, session_id=session_id,
                                                    resume_state=resume_state, seed=seed)
         self.audio_seq[session_id] = 0
@@ -344,7 +342,11 @@ class _Worker:
     def op_close(self, sid) -> dict | None:
         session = self.sessions.pop(sid, None)
         self.audio_seq.pop(sid, None)
+        self._let_go_of_idle_rigs()
         return session.state_dict() if session is not None else None
+
+    def _let_go_of_idle_rigs(self) -> None:
+        self._prepared.trim({s.options.character_id for s in self.sessions.values()})
 
     def op_ping(self) -> int:
         return os.getpid()
@@ -363,7 +365,7 @@ class _Worker:
         rig = self.store.get(DEFAULT_CHARACTER_ID)
         prepared = self._prepared.get(DEFAULT_CHARACTER_ID)
         if prepared is None:
-            prepared = self._prepared[DEFAULT_CHARACTER_ID] = self.renderer.prepare(rig)
+            prepared = self._prepared.put(DEFAULT_CHARACTER_ID, self.renderer.prepare(rig))
         cost = measure_talking_frame_cost(rig, prepared, self.renderer)
         return cost.fixed_ms, cost.per_mpx_ms
 
@@ -850,6 +852,8 @@ class RemoteSession:
 
     def _send(self, op: str, *args) -> None:
         self._check()
+        if self._closed:   # e.g. the pump's skip after a pause, when the client left meanwhile: moot
+            return
         self._flush_audio()
         self.worker.send(op, self.session_id, *args)
 
