@@ -161,6 +161,7 @@ def _soak(args: argparse.Namespace) -> int:
         opts = ServedSoakOptions(
             sessions=args.sessions, minutes=args.minutes, size=args.size or 64, workers=args.workers,
             render_service=args.render_service, fronts=args.fronts, rig_cache_mb=args.rig_cache_mb,
+            backend=args.backend, device=args.device,
             session_s=(float(lo), float(hi or lo)), register_every=args.register_every,
             sample_s=args.sample_seconds, pixel_format=PixelFormat(args.pixel_format))
         report = run_served_soak(opts, json_path=Path(args.json) if args.json else None)
@@ -296,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--served: lpm-npc serve --render-service")
     k.add_argument("--fronts", type=int, default=1, help="--served: lpm-npc serve --fronts")
     k.add_argument("--rig-cache-mb", type=float, default=None, help="--served: lpm-npc serve --rig-cache-mb")
+    k.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                   help="--served: lpm-npc serve --backend")
+    k.add_argument("--device", default="cpu", help="--served: lpm-npc serve --device (e.g. cuda)")
     k.add_argument("--pixel-format", default="jpeg", choices=["rgba8", "bgra8", "jpeg"])
     k.add_argument("--json", default=None, help="--served: write the report and every sample here")
     k.set_defaults(func=_soak)

@@ -51,6 +51,8 @@ class ServedSoakOptions:
     render_service: str = "on"
     fronts: int = 1
     rig_cache_mb: float | None = None   # lpm-npc serve --rig-cache-mb (None: its default)
+    backend: str = "torch"             # lpm-npc serve --backend / --device
+    device: str = "cpu"
     session_s: tuple[float, float] = (20.0, 90.0)   # each session lasts a random time in this range
     register_every: int = 5           # every Nth session registers a character of its own (0: never)
     sample_s: float = 60.0
@@ -242,24 +244,7 @@ class _Slot(threading.Thread):
             if now >= length or self.stop_event.is_set():
                 break
         active = time.monotonic() - t0
-        if end_mode == "close":
-            stream.close_send()
-            deadline = time.monotonic() + 20.0
-            try:
-                for msg in msgs:
-                    if msg.WhichOneof("msg") == "frame":
-                        frames += 1
-                    elif msg.WhichOneof("msg") == "error":
-                        self._error(f"session {n}: server error {msg.error.code}: {msg.error.message}")
-                    if time.monotonic() > deadline:
-                        self._error(f"session {n}: the stream did not end 20 s after the client half-closed")
-                        break
-            except grpc.RpcError as exc:
-                self._error(f"session {n}: the stream failed after a half-close: {exc.code()} {exc.details()}")
-        elif end_mode == "cancel":
-            stream.cancel()
-        else:   # the connection drops under the stream, as when a game process dies
-            client.close()
+        frames += self._end(end_mode, client, stream, msgs, n)
         with self.lock:
             c = self.counters
             c.frames += frames
@@ -274,6 +259,29 @@ class _Slot(threading.Thread):
                     other.delete_character(character)
             else:
                 client.delete_character(character)
+
+    def _end(self, mode: str, client, stream, msgs, n: int) -> int:
+        """End the session the way `mode` says; the frames that still came (after a half-close)."""
+        if mode == "cancel":
+            stream.cancel()
+            return 0
+        if mode == "drop":   # the connection drops under the stream, as when a game process dies
+            client.close()
+            return 0
+        stream.close_send()   # the server shows the NPC speech it has, then ends the stream
+        frames, deadline = 0, time.monotonic() + 20.0
+        try:
+            for msg in msgs:
+                if msg.WhichOneof("msg") == "frame":
+                    frames += 1
+                elif msg.WhichOneof("msg") == "error":
+                    self._error(f"session {n}: server error {msg.error.code}: {msg.error.message}")
+                if time.monotonic() > deadline:
+                    self._error(f"session {n}: the stream did not end 20 s after the client half-closed")
+                    break
+        except grpc.RpcError as exc:
+            self._error(f"session {n}: the stream failed after a half-close: {exc.code()} {exc.details()}")
+        return frames
 
     def _plan(self, length: float) -> dict:
         """What this session does when, in seconds from its start."""
@@ -302,7 +310,7 @@ def run_served_soak(opts: ServedSoakOptions, json_path: Path | None = None, cach
     speech = {"npc": synthesize_16k(NPC_LINE, voice=DEFAULT_NPC_VOICE),
               "player": synthesize_16k(PLAYER_LINE, voice=DEFAULT_PLAYER_VOICE)}
     args = ["--workers", str(opts.workers), "--render-service", opts.render_service, "--fronts", str(opts.fronts),
-            "--max-sessions", str(max(16, 2 * opts.sessions))]
+            "--max-sessions", str(max(16, 2 * opts.sessions)), "--backend", opts.backend, "--device", opts.device]
     if opts.rig_cache_mb is not None:
         args += ["--rig-cache-mb", f"{opts.rig_cache_mb:g}"]
     sidecar = Sidecar(cache_dir=cache_dir, extra_args=args)

@@ -59,6 +59,8 @@ START_TIMEOUT_S = 180.0
 CHECK_WAIT_S = 10.0   # the hang check's wait for a worker's answer (its main loop answers in milliseconds)
 REPLIES = -1  # req_id of a message that carries several replies (a worker's batch of frames)
 MAX_HELD_AUDIO_BYTES = 16000  # audio held back for the next render request (0.5 s of 16 kHz mono s16)
+WORKER_LOADED_RIGS = 8            # rigs a worker keeps loaded from the disk cache (they open sessions)
+WORKER_IDLE_REMOTE_RIGS_MB = 16.0  # idle characters a worker keeps for its render service (rig_cache.py)
 
 
 class WorkerExitedError(LpmError):
@@ -163,7 +165,8 @@ class _Worker:
         self.config = config
         self._send_lock = threading.Lock()
         self._reply_lock = threading.Lock()
-        self.store = CharacterStore(config.cache_dir)
+        # rigs loaded from the disk cache (~1.4 MB each): needed only to open a session
+        self.store = CharacterStore(config.cache_dir, max_loaded=WORKER_LOADED_RIGS)
         if service is not None:  # one render process renders for every worker (render_service.py)
             from .render_service import RemoteRenderer
 
@@ -179,7 +182,10 @@ class _Worker:
                                         on_batch_done=self._send_replies)
         self.sessions: dict = {}
         self.audio_seq: dict[str, int] = {}
-        self._prepared = PreparedRigs(config.idle_rig_cache_mb)   # by character id
+        # by character id; with a render service an entry is only the service's key and the rig (~1.4 MB,
+        # kept to prepare it again should the service let go of it): a few idle ones are enough
+        self._prepared = PreparedRigs(config.idle_rig_cache_mb if service is None
+                                      else min(config.idle_rig_cache_mb, WORKER_IDLE_REMOTE_RIGS_MB))
         self.ring: FrameRing | None = None
         if ring is not None:
             try:
