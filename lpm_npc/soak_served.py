@@ -187,8 +187,10 @@ class _Slot(threading.Thread):
                 self.counters.characters_registered += 1
         end_mode = END_MODES[n % len(END_MODES)]
         length = self.rng.uniform(*opts.session_s)
+        # a deadline: a stream the server stops sending on ends with DEADLINE_EXCEEDED (an error here)
+        # instead of holding the slot forever
         stream = client.perform(character_id=character, width=opts.size, fps=opts.fps,
-                                pixel_format=opts.pixel_format, stats_interval_ms=1000)
+                                pixel_format=opts.pixel_format, stats_interval_ms=1000, timeout=length + 60.0)
         with self.lock:
             self.counters.sessions_opened += 1
         msgs = iter(stream)
@@ -243,14 +245,18 @@ class _Slot(threading.Thread):
                 lod_back = None
             if now >= length or self.stop_event.is_set():
                 break
+        else:   # the server ended the stream before the client did
+            self._error(f"session {n}: the stream ended after {time.monotonic() - t0:.1f} of {length:.1f} s")
+            end_mode = "ended by the server"
         active = time.monotonic() - t0
-        frames += self._end(end_mode, client, stream, msgs, n)
+        if end_mode in END_MODES:
+            frames += self._end(end_mode, client, stream, msgs, n)
         with self.lock:
             c = self.counters
             c.frames += frames
             c.expected_frames += max(0.0, active - paused_s) * opts.fps
             c.frames_dropped_by_server += dropped
-            c.sessions_ended[end_mode] += 1
+            c.sessions_ended[end_mode] = c.sessions_ended.get(end_mode, 0) + 1
         if character != "default":
             if end_mode == "drop":
                 from .client import NpcClient
