@@ -143,16 +143,18 @@ def split_server_cpu(used: dict[int, float], names: dict[int, str], main_pid: in
     service), by the names the server gives them. The render service is kept apart from the workers: one
     process renders every NPC's frames, so its cores (near 1: its Python holds one core) say whether it,
     rather than the GPU, limits a big GPU sweep."""
-    fronts, workers, render = {}, {}, {}
+    groups: dict[str, dict] = {"front": {}, "worker": {}, "render": {}}
     for pid, cpu in used.items():
-        name = names.get(pid, "")
-        if pid == main_pid or name.startswith("lpm-npc-front"):
-            fronts[pid] = cpu
-        elif name == "lpm-npc-render":
-            render[pid] = cpu
-        else:   # lpm-npc-worker, and helpers such as multiprocessing's resource tracker
-            workers[pid] = cpu
-    return fronts, workers, render
+        groups[server_process_role(pid, names.get(pid, ""), main_pid)][pid] = cpu
+    return groups["front"], groups["worker"], groups["render"]
+
+
+def server_process_role(pid: int, name: str, main_pid: int) -> str:
+    """"front", "render" or "worker" (helpers such as multiprocessing's resource tracker count as workers),
+    by the name the server gives each of its processes."""
+    if pid == main_pid or name.startswith("lpm-npc-front"):
+        return "front"
+    return "render" if name == "lpm-npc-render" else "worker"
 
 
 def tree_rss_mb(pid: int) -> float:

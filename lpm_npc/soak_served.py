@@ -28,7 +28,8 @@ from typing import Iterator
 import grpc
 import numpy as np
 
-from .bench import _process_name, _tree_pids, proc_rss_mb
+from .audio.pcm import INTERNAL_RATE
+from .bench import _process_name, _tree_pids, proc_rss_mb, server_process_role
 from .types import AudioChannel, Emotion, Phase, PixelFormat
 
 log = logging.getLogger(__name__)
@@ -94,17 +95,6 @@ class SoakCounters:
     errors: list = field(default_factory=list)
 
 
-def _role(pid: int, main_pid: int) -> str:
-    name = _process_name(pid)
-    if pid == main_pid or name.startswith("lpm-npc-front"):
-        return "front"
-    if name == "lpm-npc-worker":
-        return "worker"
-    if name == "lpm-npc-render":
-        return "render"
-    return "other"   # multiprocessing's resource tracker
-
-
 def sample_processes(main_pid: int) -> list[ProcessSample]:
     out = []
     for pid in _tree_pids(main_pid):
@@ -115,7 +105,7 @@ def sample_processes(main_pid: int) -> list[ProcessSample]:
                 threads = next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
         except (OSError, StopIteration, ValueError):
             continue   # it exited between the listing and the read
-        out.append(ProcessSample(_role(pid, main_pid), pid, rss, fds, threads))
+        out.append(ProcessSample(server_process_role(pid, _process_name(pid), main_pid), pid, rss, fds, threads))
     return out
 
 
@@ -220,10 +210,10 @@ class _Slot(threading.Thread):
             for channel, key, start in ((AudioChannel.PLAYER, "player", plan["player_at"]),
                                         (AudioChannel.NPC, "npc", plan["npc_at"])):
                 pcm = self.speech[key]
-                step = int(CHUNK_S * 16000)
-                until = min(len(pcm), int(max(0.0, now - start + 0.1) * 16000))
+                step = int(CHUNK_S * INTERNAL_RATE)
+                until = min(len(pcm), int(max(0.0, now - start + 0.1) * INTERNAL_RATE))
                 while sent[key] < until:
-                    stream.send_audio(channel, pcm[sent[key]:sent[key] + step], 16000,
+                    stream.send_audio(channel, pcm[sent[key]:sent[key] + step], INTERNAL_RATE,
                                       text=NPC_LINE if key == "npc" else "")
                     sent[key] += step
             if plan["interrupt"] is not None and now >= plan["interrupt"]:
@@ -299,7 +289,7 @@ class _Slot(threading.Thread):
                            r.choice(DIRECTIONS) if r.random() < 0.5 else ""))
             t += r.uniform(4.0, 12.0)
         player_at = r.uniform(0.5, max(0.6, length * 0.3))
-        npc_at = player_at + len(self.speech["player"]) / 16000 + 0.8
+        npc_at = player_at + len(self.speech["player"]) / INTERNAL_RATE + 0.8
         pause = r.uniform(0.3, 0.8) * length
         lod = r.uniform(0.2, 0.7) * length
         return {"states": states, "player_at": player_at, "npc_at": npc_at,

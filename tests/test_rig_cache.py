@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,18 @@ def test_idle_rigs_beyond_the_budget_go_least_recently_used_first_and_rigs_in_us
     none_idle = PreparedRigs(idle_budget_mb=0)
     none_idle.put("x", _Prepared(0.1))
     assert none_idle.trim(in_use={"x"}) == [] and none_idle.trim(in_use=()) == ["x"]
+
+
+def test_a_rig_got_within_the_in_use_window_is_in_use():
+    """The render service knows no sessions: a rig it rendered a frame of in the last seconds is in use."""
+    cache = PreparedRigs(idle_budget_mb=0)
+    cache.put("old", _Prepared(0.1))
+    time.sleep(0.3)
+    cache.put("new", _Prepared(0.1))
+    assert cache.trim(used_within_s=0.2) == ["old"]
+    time.sleep(0.3)
+    assert cache.get("new") is not None                  # a render: used again now
+    assert cache.trim(used_within_s=0.2) == [] and cache.trim() == ["new"]
 
 
 @pytest.fixture(scope="module")

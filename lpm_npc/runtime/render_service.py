@@ -229,7 +229,6 @@ class _Service:
         self.parent = parent
         self.renderer = make_renderer(config.backend, config.device, config.cache_dir)
         self.prepared = PreparedRigs(config.idle_rig_cache_mb)   # by key
-        self._rendered_at: dict[str, float] = {}                 # key -> when a frame of it was last rendered
         self.rig_in_use_s = float(rig_in_use_s)
         self.conns: list[Connection] = []
         self._new: list[Connection] = []
@@ -392,13 +391,7 @@ class _Service:
     def _let_go_of_idle_rigs(self, keep: str) -> None:
         """Idle rigs beyond the budget go; those rendered in the last `rig_in_use_s` (and `keep`, just
         prepared for a session about to start) stay. A worker whose rig went prepares it again."""
-        now = time.monotonic()
-        with self._lock:
-            in_use = {k for k, t in self._rendered_at.items() if now - t < self.rig_in_use_s} | {keep}
-        gone = self.prepared.trim(in_use)
-        with self._lock:
-            for key in gone:
-                self._rendered_at.pop(key, None)
+        gone = self.prepared.trim({keep}, used_within_s=self.rig_in_use_s)   # a render gets its rig
         if gone:
             log.debug("render service let go of %d idle characters (%d held, %.0f MB)", len(gone),
                       len(self.prepared), self.prepared.total_bytes / 2**20)
@@ -426,10 +419,6 @@ class _Service:
                 missing = {key for key, prepared in rigs.items() if prepared is None}
                 if missing:
                     raise UnknownRigError(missing)
-                now = time.monotonic()
-                with self._lock:
-                    for key in rigs:
-                        self._rendered_at[key] = now
                 for key, motion, w, h, alpha, bgra, flip, jpeg in items:
                     requests.append(RenderRequest(rigs[key], motion, w, h, alpha, bgra=bgra,
                                                   flip_y=flip, jpeg_quality=jpeg))

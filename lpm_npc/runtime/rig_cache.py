@@ -13,6 +13,7 @@ take more than `ServerConfig.idle_rig_cache_mb`.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import Collection
 
@@ -42,11 +43,13 @@ def nbytes(obj, _seen: set[int] | None = None, _depth: int = 0) -> int:
 
 
 class PreparedRigs:
-    """Prepared rigs by key (thread-safe). `trim(in_use)` lets go of idle ones beyond the budget."""
+    """Prepared rigs by key (thread-safe). `trim(in_use)` lets go of idle ones beyond the budget; a rig
+    counts as in use when named in `in_use`, or got (or put) within `used_within_s`."""
 
     def __init__(self, idle_budget_mb: float):
         self.idle_budget = int(max(0.0, float(idle_budget_mb)) * 1024 * 1024)
-        self._items: OrderedDict[str, tuple[object, int]] = OrderedDict()   # least recently used first
+        # key -> [prepared, bytes, monotonic time last got or put], least recently used first
+        self._items: OrderedDict[str, list] = OrderedDict()
         self._lock = threading.Lock()
         self.evicted = 0
 
@@ -55,19 +58,14 @@ class PreparedRigs:
             item = self._items.get(key)
             if item is None:
                 return None
+            item[2] = time.monotonic()
             self._items.move_to_end(key)
             return item[0]
-
-    def touch(self, keys: Collection[str]) -> None:
-        with self._lock:
-            for key in keys:
-                if key in self._items:
-                    self._items.move_to_end(key)
 
     def put(self, key: str, prepared) -> object:
         size = nbytes(prepared)
         with self._lock:
-            self._items[key] = (prepared, size)
+            self._items[key] = [prepared, size, time.monotonic()]
             self._items.move_to_end(key)
         return prepared
 
@@ -75,12 +73,14 @@ class PreparedRigs:
         with self._lock:
             self._items.pop(key, None)
 
-    def trim(self, in_use: Collection[str]) -> list[str]:
-        """Let go of the least recently used rigs not in `in_use` while the idle ones exceed the budget."""
+    def trim(self, in_use: Collection[str] = (), used_within_s: float = 0.0) -> list[str]:
+        """Let go of the least recently used idle rigs while the idle ones exceed the budget."""
         in_use = set(in_use)
+        recent = time.monotonic() - used_within_s
         out = []
         with self._lock:
-            idle = [(k, size) for k, (_, size) in self._items.items() if k not in in_use]
+            idle = [(k, size) for k, (_, size, used) in self._items.items()
+                    if k not in in_use and not (used_within_s > 0 and used >= recent)]
             excess = sum(size for _, size in idle) - self.idle_budget
             for key, size in idle:
                 if excess <= 0:
@@ -102,4 +102,4 @@ class PreparedRigs:
     @property
     def total_bytes(self) -> int:
         with self._lock:
-            return sum(size for _, size in self._items.values())
+            return sum(item[1] for item in self._items.values())
