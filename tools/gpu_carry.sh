@@ -4,12 +4,13 @@
 #   .gpu/whl/      wheels it lacks (protobuf 4.25 for the generated gRPC code, health/reflection, Silero VAD,
 #                  eSpeak NG for the benchmark's speech), for CPython 3.12
 #   .gpu/loadgen/  the native benchmark client built here, its shared libraries, and run.sh
-#   .gpu/cache/    the built-in character's rig (so no face landmarker is needed there)
+#   .gpu/cache/    the built-in character's rig, as "default" and as the bench registers it (no face landmarker there)
 # Usage: bash tools/gpu_carry.sh   (from the repository root, with the dev venv's python on PATH or $PY)
 set -euo pipefail
 PY=${PY:-python}
 cd "$(dirname "$0")/.."
-grep -qx "/.gpu/" .git/info/exclude 2>/dev/null || echo "/.gpu/" >> .git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude); mkdir -p "$(dirname "$exclude")"
+grep -qx "/.gpu/" "$exclude" 2>/dev/null || echo "/.gpu/" >> "$exclude"
 rm -rf .gpu && mkdir -p .gpu/whl .gpu/loadgen/lib .gpu/cache
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
@@ -24,5 +25,8 @@ chmod +x .gpu/loadgen/run.sh
 LPM_NPC_CACHE=$PWD/.gpu/cache $PY -c "
 from lpm_npc.character.store import CharacterStore
 from lpm_npc.config import default_cache_dir
-s = CharacterStore(default_cache_dir()); s.ensure_default(); s.close()"
+from lpm_npc.character.default import default_portrait_png
+s = CharacterStore(default_cache_dir()); s.ensure_default()
+s.register(default_portrait_png())  # the bench registers the portrait as a client would
+s.close()"
 du -sh .gpu

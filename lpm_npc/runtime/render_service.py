@@ -263,6 +263,10 @@ class _Service:
         for size in (256, 512):
             for q in {0, jpeg}:
                 self.renderer.render_many([RenderRequest(prepared, row, size, size, jpeg_quality=q) for row in m])
+        if jpeg:
+            from ..render import gpu_jpeg
+
+            gpu_jpeg.warm_up(getattr(self.renderer, "device", "cuda"), 512)
         log.info("render service warm (%s) in %.1f s", self.renderer.name, time.perf_counter() - t0)
 
     def _accept(self) -> None:
