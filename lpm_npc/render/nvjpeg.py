@@ -36,7 +36,8 @@ NVJPEG_MAX_COMPONENT = 4
 NVJPEG_CSS_444, NVJPEG_CSS_420 = 0, 2
 NVJPEG_INPUT_RGBI = 5            # interleaved RGB, one plane
 MAX_STATES = 64                  # encoder states (each holds the GPU buffers of one image): images per wait
-STREAMS = 4                      # CUDA streams the images of a batch are spread over
+STREAMS = 1                      # CUDA streams a batch's images are spread over (H100, 64 x 512^2: 1 stream
+                                 # 8.8 ms per batch, 4 streams 12.0, 8 streams 11.2; tools/gpu_jpeg_ab.py)
 
 
 class NvjpegImage(ctypes.Structure):
@@ -91,9 +92,9 @@ def _load_library() -> ctypes.CDLL | None:
 class BatchEncoder:
     """Encodes (B, H, W, 3) uint8 CUDA frames to B JPEG files with one wait for the GPU per batch.
 
-    The images of a batch are spread over `streams` CUDA streams (each image with an encoder state of
-    its own), so the GPU encodes several at once. One batch at a time: two threads encoding together
-    measured 3x slower per batch than one (H100, 64 x 512^2), so calls take turns."""
+    Each image of a batch has an encoder state of its own; `streams` > 1 spreads them over several CUDA
+    streams (measured slower than one, see STREAMS). One batch at a time: two threads encoding together
+    measured 1.6x to 3x slower per batch than one (H100, 64 x 512^2), so calls take turns."""
 
     def __init__(self, lib: ctypes.CDLL, streams: int = STREAMS):
         self._lib = lib
