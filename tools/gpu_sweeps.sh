@@ -4,7 +4,9 @@
 # (made here by tools/gpu_carry.sh). Results (JSON, PNG where made, logs) go to $OUT (or ./gpu_out).
 #   bash tools/gpu_sweeps.sh baseline   # 8,32,64 NPCs at 512^2, one front  (compare docs/bench_scaling_h100_jpeg.json)
 #   bash tools/gpu_sweeps.sh fronts     # 32,64 NPCs at 512^2 with --fronts 4, then --fronts 2
-#   bash tools/gpu_sweeps.sh all        # both (about 8 minutes on the H100 machine; check the limit)
+#   bash tools/gpu_sweeps.sh fronts4    # 32,64 NPCs at 512^2 with --fronts 4 only
+#   bash tools/gpu_sweeps.sh all        # both (about 4 minutes on the H100 machine)
+# SECONDS_PER_ROW=10 measures each row longer (default 5; the first quarter, at most 2 s, is not counted).
 set -uo pipefail
 phase=${1:-all}
 out=${OUT:-$PWD/gpu_out}
@@ -16,7 +18,7 @@ nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || tr
 sweep() {   # name, extra bench arguments...
   local name=$1; shift
   echo "== $name: lpm-npc bench $*"
-  python3 -m lpm_npc bench --size 512 --seconds 5 --device cuda --workers 8 --render-threads 1 \
+  python3 -m lpm_npc bench --size 512 --seconds "${SECONDS_PER_ROW:-5}" --device cuda --workers 8 --render-threads 1 \
     --pixel-format jpeg --json "$out/h100_$name.json" "$@" > "$out/h100_$name.log" 2>&1
   echo "exit $?"
   # the table and the lines that say where the time went
@@ -26,8 +28,9 @@ sweep() {   # name, extra bench arguments...
 
 case $phase in
   baseline) sweep after_fix --sessions 8,32,64 ;;
+  fronts4) sweep fronts4 --sessions 32,64 --fronts 4 ;;
   fronts) sweep fronts4 --sessions 32,64 --fronts 4; sweep fronts2 --sessions 32,64 --fronts 2 ;;
   all) sweep after_fix --sessions 8,32,64; sweep fronts4 --sessions 32,64 --fronts 4
        sweep fronts2 --sessions 32,64 --fronts 2 ;;
-  *) echo "usage: $0 baseline|fronts|all" >&2; exit 2 ;;
+  *) echo "usage: $0 baseline|fronts|fronts4|all" >&2; exit 2 ;;
 esac
