@@ -216,3 +216,32 @@ def test_gpu_jpeg_decodes_to_the_gpu_pixels(rigs):
             rgb = cv2.cvtColor(cv2.imdecode(f, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
             want = pixels[k, ::-1, :, :3] if flip else pixels[k, :, :, :3]
             assert np.abs(rgb.astype(int) - want.astype(int)).mean() < 2.5
+
+
+@cuda
+def test_direct_nvjpeg_encodes_each_frame_of_a_batch_as_its_own_file(rigs):
+    """nvJPEG called directly (render/nvjpeg.py) queues a batch with one encoder state per image and
+    waits once: each file must decode to its own frame (not a neighbour's), in batches longer than
+    one chunk of states too, and with an odd size (4:4:4 there)."""
+    import cv2
+    import torch
+
+    from lpm_npc.render.nvjpeg import MAX_STATES, BatchEncoder
+
+    enc = BatchEncoder.load()
+    if enc is None:
+        pytest.skip("libnvjpeg not found beside torchvision, in pip's nvidia packages or the CUDA toolkit")
+    r = make_renderer("torch", "cuda")
+    p = r.prepare(rigs[0])
+    for size in (256, 255):
+        pixels = r.render(p, MOTIONS, size, size)[..., :3]
+        n = MAX_STATES + 3
+        batch = np.stack([pixels[k % len(pixels)] for k in range(n)])
+        batch[:, :16, :16] = np.arange(n, dtype=np.uint8)[:, None, None, None] * 3   # tell the frames apart
+        files = enc.encode(torch.from_numpy(batch).cuda(), 90)
+        assert len(files) == n
+        for k, f in enumerate(files):
+            rgb = cv2.cvtColor(cv2.imdecode(f, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            assert rgb.shape == batch[k].shape
+            assert np.abs(rgb.astype(int) - batch[k].astype(int)).mean() < 2.5
+            assert abs(int(rgb[4:12, 4:12].mean()) - 3 * k) <= 4
