@@ -4,6 +4,7 @@
 #   .gpu/whl/      wheels it lacks (protobuf 4.25 for the generated gRPC code, health/reflection, Silero VAD,
 #                  eSpeak NG for the benchmark's speech), for CPython 3.12
 #   .gpu/loadgen/  the native benchmark client built here, its shared libraries, and run.sh
+#   .gpu/prof/     py-spy's wheel (tools/gpu_profile.sh)
 #   .gpu/cache/    the built-in character's rig, as "default" and as the bench registers it (no face landmarker there)
 # Usage: bash tools/gpu_carry.sh   (from the repository root, with the dev venv's python on PATH or $PY)
 set -euo pipefail
@@ -16,6 +17,9 @@ $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --imp
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux1_x86_64 --platform any -d .gpu/whl \
   protobuf==4.25.9 grpcio-health-checking==1.62.3 grpcio-reflection==1.62.3 silero-vad==6.2.3 espeakng-loader==0.2.4
+mkdir -p .gpu/prof   # py-spy, for tools/gpu_profile.sh
+$PY -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_17_x86_64 --platform manylinux1_x86_64 \
+  --platform manylinux_2_5_x86_64 -d .gpu/prof py-spy==0.4.3
 exe=$($PY -c "from lpm_npc.loadgen import build_loadgen; print(build_loadgen())")
 cp "$exe" .gpu/loadgen/
 ldd "$exe" | awk '/=>/{print $3}' | grep -vE "libc\.so|libm\.so|ld-linux|libstdc\+\+|libgcc_s|libpthread|libdl|librt" \

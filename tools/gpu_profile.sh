@@ -28,6 +28,7 @@ profile() {   # waits for the server, then samples the render service and the bu
   local rs front
   rs=$(pgrep -x lpm-npc-render | head -1)
   front=$(pgrep -x lpm-npc-front0 | head -1)
+  [ -z "$front" ] && [ -n "$rs" ] && front=$(ps -o ppid= -p "$rs" | tr -d ' ')   # one front: the server itself
   echo "profiling render service $rs and front $front" >> "$out/profile_pids.txt"
   ps -eo pid,ppid,pcpu,rss,comm --sort=-pcpu | head -20 >> "$out/profile_pids.txt"
   [ -n "$rs" ] && $spy record --nonblocking --format raw -r 200 -d 15 -p "$rs" -o "$out/spy_render_service.txt" >/dev/null 2>&1 &
