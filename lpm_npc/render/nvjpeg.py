@@ -5,11 +5,12 @@ GPU twice per image (`cudaStreamSynchronize` after the encode and again before f
 under a process-wide lock, always with 4:4:4 chroma. In the render service that made JPEG the largest
 share of the CPU per frame at 64 NPCs (py-spy on an H100: about a third of the render thread's time;
 the service ran at 1.0 core and every NPC's frame waited for it). This module queues every image of a
-batch on the caller's CUDA stream, each with an encoder state of its own, waits for the GPU once, then
-copies each file back; with 4:2:0 chroma (as OpenCV's encoder on the CPU path writes) where the size
+batch on its own CUDA stream (which first waits for the caller's, where the frames were drawn), each
+image with an encoder state of its own, waits for the GPU once, then copies each file back; with 4:2:0
+chroma (as OpenCV's encoder on the CPU path writes) where the size
 allows it. ctypes lets go of Python's GIL in each call, so a second render thread can plan its batch
 meanwhile. Measured on an H100 (tools/gpu_jpeg_ab.py, 64 frames of 512x512 at quality 85, one
-stream): 8.7 ms per batch against torchvision's 12.9 ms; 37.6 KB per frame against 47.3 KB; mean
+stream): 8.7 and 8.8 ms per batch in two runs against torchvision's 12.9 and 13.0 ms; 37.6 KB per frame against 47.3 KB; mean
 absolute difference to the pixels 1.48 levels, as OpenCV's CPU encoder (1.48), against 1.24 (4:4:4).
 
 The library is the one torchvision (or the CUDA toolkit, or pip's nvidia-nvjpeg) brings; nothing is
