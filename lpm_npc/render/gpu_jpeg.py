@@ -3,8 +3,9 @@
 On the CUDA path the rendered frames are already on the device. Encoding them there sends ~60 KB per
 512x512 frame over PCIe (measured on an H100 at quality 90, docs/gpu_check_h100.json) instead of 1 MB
 of pixels, and frees the 2-4 ms of CPU that OpenCV's encoder takes per 512x512 frame (at 64 NPCs x 30
-fps that is 4-8 cores). torchvision is optional (install the build that matches your torch); without
-it, or on CPU, the session encodes with OpenCV as before (`lpm_npc.encode`).
+fps that is 4-8 cores). Without nvJPEG (its library comes with torchvision's CUDA wheels, the CUDA
+toolkit or pip's nvidia packages), or on CPU, the session encodes with OpenCV as before
+(`lpm_npc.encode`).
 
 The encoder is nvJPEG called directly (`render/nvjpeg.py`: the whole batch queued, one wait for the GPU,
 4:2:0 chroma) where its library loads, else torchvision's `encode_jpeg` (one image at a time, two
@@ -93,12 +94,3 @@ def encode_batch(frames: torch.Tensor, quality: int, flip_y: bool = False) -> li
         at += n
     return out
 
-
-def warm_up(device, largest: int = 512) -> None:
-    """Make the direct encoder's states and GPU buffers now, for a whole batch of the largest frames,
-    so the first ticks of many NPCs do not wait for them (`render/nvjpeg.py`)."""
-    if not available(str(device)):
-        return
-    enc = _batch_encoder()
-    if enc is not None:
-        enc.warm_up(device, largest)

@@ -5,13 +5,18 @@ GPU twice per image (`cudaStreamSynchronize` after the encode and again before f
 under a process-wide lock, always with 4:4:4 chroma. In the render service that made JPEG the largest
 share of the CPU per frame at 64 NPCs (py-spy on an H100: about a third of the render thread's time;
 the service ran at 1.0 core and every NPC's frame waited for it). This module queues every image of a
-batch on its own CUDA stream (which first waits for the caller's, where the frames were drawn), each
-image with an encoder state of its own, waits for the GPU once, then copies each file back; with 4:2:0
-chroma (as OpenCV's encoder on the CPU path writes) where the size
-allows it. ctypes lets go of Python's GIL in each call, so a second render thread can plan its batch
-meanwhile. Measured on an H100 (tools/gpu_jpeg_ab.py, 64 frames of 512x512 at quality 85, one
-stream): 8.7 and 8.8 ms per batch in two runs against torchvision's 12.9 and 13.0 ms; 37.6 KB per frame against 47.3 KB; mean
-absolute difference to the pixels 1.48 levels, as OpenCV's CPU encoder (1.48), against 1.24 (4:4:4).
+batch on the caller's CUDA stream (after the kernels that drew the frames), each image with an encoder
+state of its own, waits for the GPU once, then copies each file back; with 4:2:0 chroma (as OpenCV's
+encoder on the CPU path writes) where the size allows it. ctypes lets go of Python's GIL in each call,
+so a second render thread can plan its batch meanwhile. Measured on an H100 (tools/gpu_jpeg_ab.py, 64
+frames of 512x512 at quality 85): 8.7 and 8.8 ms per batch in two runs against torchvision's 12.9 and
+13.0 ms; 37.6 KB per frame against 47.3 KB; mean absolute difference to the pixels 1.48 levels, as
+OpenCV's CPU encoder (1.48), against 1.24 (4:4:4). Spreading a batch over 4 or 8 extra streams was
+slower (12.0 and 11.2 ms), so there is one.
+
+The encoder states are made on first use, up to MAX_STATES: the render service's warm-up encodes a
+batch of that many 512x512 frames, so no NPC waits for them (made mid-run, they stalled every session
+~200 ms).
 
 The library is the one torchvision (or the CUDA toolkit, or pip's nvidia-nvjpeg) brings; nothing is
 downloaded. `BatchEncoder.load()` returns None where it cannot be found or does not work (no GPU, no
@@ -37,8 +42,6 @@ NVJPEG_MAX_COMPONENT = 4
 NVJPEG_CSS_444, NVJPEG_CSS_420 = 0, 2
 NVJPEG_INPUT_RGBI = 5            # interleaved RGB, one plane
 MAX_STATES = 64                  # encoder states (each holds the GPU buffers of one image): images per wait
-STREAMS = 1                      # CUDA streams a batch's images are spread over (H100, 64 x 512^2: 1 stream
-                                 # 8.8 ms per batch, 4 streams 12.0, 8 streams 11.2; tools/gpu_jpeg_ab.py)
 
 
 class NvjpegImage(ctypes.Structure):
@@ -93,11 +96,10 @@ def _load_library() -> ctypes.CDLL | None:
 class BatchEncoder:
     """Encodes (B, H, W, 3) uint8 CUDA frames to B JPEG files with one wait for the GPU per batch.
 
-    Each image of a batch has an encoder state of its own; `streams` > 1 spreads them over several CUDA
-    streams (measured slower than one, see STREAMS). One batch at a time: two threads encoding together
-    measured 1.6x to 3x slower per batch than one (H100, 64 x 512^2), so calls take turns."""
+    Each image of a batch has an encoder state of its own. One batch at a time: two threads encoding
+    together measured 1.6x to 3x slower per batch than one (H100, 64 x 512^2), so calls take turns."""
 
-    def __init__(self, lib: ctypes.CDLL, streams: int = STREAMS):
+    def __init__(self, lib: ctypes.CDLL):
         self._lib = lib
         vp, sz = ctypes.c_void_p, ctypes.c_size_t
         lib.nvjpegCreateSimple.argtypes = [ctypes.POINTER(vp)]
@@ -115,8 +117,6 @@ class BatchEncoder:
         self._handle = vp()
         self._check(lib.nvjpegCreateSimple(ctypes.byref(self._handle)), "nvjpegCreateSimple")
         self._lock = threading.Lock()
-        self._n_streams = max(1, int(streams))
-        self._streams: list = []        # torch CUDA streams, made on the first batch
         self._states: list = []         # encoder states, image j of a chunk uses states[j]
         self._params: dict = {}         # (quality, chroma) -> encoder parameters
 
@@ -126,8 +126,7 @@ class BatchEncoder:
         if lib is None:
             return None
         try:
-            streams = int(os.environ.get("LPM_NPC_NVJPEG_STREAMS", STREAMS))
-            return cls(lib, streams)
+            return cls(lib)
         except Exception as exc:  # noqa: BLE001 - no usable GPU, or a library without the encoder
             log.info("nvJPEG found but not usable (%s)", exc)
             return None
@@ -150,21 +149,13 @@ class BatchEncoder:
             self._params[(quality, css)] = params
         return params
 
-    def _state(self, j: int):
+    def _state(self, j: int, stream: int):
         while len(self._states) <= j:
             s = ctypes.c_void_p()
-            stream = self._streams[len(self._states) % len(self._streams)]
-            self._check(self._lib.nvjpegEncoderStateCreate(self._handle, ctypes.byref(s), stream.cuda_stream),
+            self._check(self._lib.nvjpegEncoderStateCreate(self._handle, ctypes.byref(s), stream),
                         "nvjpegEncoderStateCreate")
             self._states.append(s)
         return self._states[j]
-
-    def warm_up(self, device, size: int, count: int = MAX_STATES) -> None:
-        """Encode `count` blank frames of `size`: the encoder states and their GPU buffers are made now,
-        not while the first NPCs wait (creating them mid-stream stalled every session ~200 ms)."""
-        import torch
-
-        self.encode(torch.zeros((count, size, size, 3), dtype=torch.uint8, device=device), 85)
 
     def encode(self, rgb, quality: int) -> list[np.ndarray]:
         """rgb: (B, H, W, 3) uint8 torch tensor on a CUDA device, written on the current stream. Returns B
@@ -176,13 +167,9 @@ class BatchEncoder:
         rgb = rgb.contiguous()
         B, H, W = int(rgb.shape[0]), int(rgb.shape[1]), int(rgb.shape[2])
         css = NVJPEG_CSS_420 if H % 2 == 0 and W % 2 == 0 else NVJPEG_CSS_444
+        stream = torch.cuda.current_stream(rgb.device)   # the frames were drawn on it: no wait needed
+        sid = int(stream.cuda_stream)
         with self._lock:
-            if not self._streams:
-                self._streams = [torch.cuda.Stream(rgb.device) for _ in range(self._n_streams)]
-            streams = self._streams
-            ready = torch.cuda.current_stream(rgb.device).record_event()
-            for st in streams:
-                st.wait_event(ready)   # the frames are written before any stream reads them
             params = self._params_for(int(quality), css)
             lib, h = self._lib, self._handle
             out: list[np.ndarray] = []
@@ -194,14 +181,11 @@ class BatchEncoder:
                     img = NvjpegImage()
                     img.channel[0] = base + i * frame_bytes
                     img.pitch[0] = W * 3
-                    self._check(lib.nvjpegEncodeImage(h, self._state(j), params, ctypes.byref(img),
-                                                      NVJPEG_INPUT_RGBI, W, H, streams[j % len(streams)].cuda_stream),
-                                "nvjpegEncodeImage")
-                for st in streams:
-                    st.synchronize()   # the one wait for the GPU (the encodes of the whole chunk)
+                    self._check(lib.nvjpegEncodeImage(h, self._state(j, sid), params, ctypes.byref(img),
+                                                      NVJPEG_INPUT_RGBI, W, H, sid), "nvjpegEncodeImage")
+                stream.synchronize()   # the one wait for the GPU (the encodes of the whole chunk)
                 for j, _ in enumerate(chunk):
                     n = ctypes.c_size_t(0)
-                    sid = streams[j % len(streams)].cuda_stream
                     self._check(lib.nvjpegEncodeRetrieveBitstream(h, self._states[j], None, ctypes.byref(n), sid),
                                 "nvjpegEncodeRetrieveBitstream (size)")
                     buf = np.empty(n.value, np.uint8)

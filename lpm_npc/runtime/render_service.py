@@ -57,7 +57,7 @@ CONNECT_TIMEOUT_S = 180.0   # a worker waits this long for the service (it warms
 MAX_RESTARTS = 5            # a service that died is started again at most this often ...
 RESTART_WINDOW_S = 600.0    # ... within this many seconds; past that its sessions fail (a crash loop)
 RIG_IN_USE_S = 10.0         # a character rendered this recently is in use: never let go (rig_cache.py)
-WARM_BATCH_GPU = 64        # frames per size in the warm-up batch on a GPU
+WARM_BATCH_GPU = 64         # frames per size in the warm-up batch on a GPU
 ACTIVE_S = 0.5              # a worker that sent a render request this recently is waited for
 
 
@@ -260,17 +260,14 @@ class _Service:
         finally:
             store.close()
         device = str(getattr(self.renderer, "device", "cpu"))
-        # On a GPU, a whole tick of many NPCs in one batch: the device memory such a batch needs is taken
-        # now, not when dozens of sessions join at once
+        # On a GPU, a whole tick of many NPCs in one batch: the device memory such a batch needs, and the
+        # JPEG encoder's states (render/nvjpeg.py, MAX_STATES), are taken now, not when dozens of sessions
+        # join at once
         m = talking_motions(WARM_BATCH_GPU if device.startswith("cuda") else 4)
         jpeg = 85 if getattr(self.renderer, "encodes_jpeg", False) else 0
         for size in (256, 512):
             for q in {0, jpeg}:
                 self.renderer.render_many([RenderRequest(prepared, row, size, size, jpeg_quality=q) for row in m])
-        if jpeg:
-            from ..render import gpu_jpeg
-
-            gpu_jpeg.warm_up(device, 512)
         log.info("render service warm (%s) in %.1f s", self.renderer.name, time.perf_counter() - t0)
 
     def _accept(self) -> None:
